@@ -1,0 +1,108 @@
+"""The language model: a causal GLM-4 decoder with 3-D M-RoPE.
+
+Corresponds to transformers' `Glm4vTextModel` (`Glm4vTextDecoderLayer`, `Glm4vTextAttention`,
+`Glm4vTextMLP`). Shapes: inputs_embeds (B, L, D), position_ids (3, B, L) -> hidden states (B, L, D).
+
+Each layer wraps both sublayers in a "sandwich" of RMSNorms (GLM-4):
+    x = x + post_self_attn_layernorm(attn(input_layernorm(x)))
+    x = x + post_mlp_layernorm(mlp(post_attention_layernorm(x)))
+
+Caching is not this module's business: attention takes an optional `cache` object with
+`cache.update(layer_idx, k, v) -> (all_k, all_v)` (post-RoPE keys), and `cache.length` (tokens
+already stored); `minglm4v.generation` owns the cache and the decoding loop.
+"""
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+from .config import TextConfig
+from .layers import RMSNorm
+from .rope import apply_mrope, mrope_cos_sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TextConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.heads, self.kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * d, bias=True)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * d, bias=True)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * d, bias=True)
+        self.o_proj = nn.Linear(self.heads * d, cfg.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, mask, cache=None):
+        q = rearrange(self.q_proj(x), "b l (h d) -> b h l d", h=self.heads)
+        k = rearrange(self.k_proj(x), "b l (h d) -> b h l d", h=self.kv_heads)
+        v = rearrange(self.v_proj(x), "b l (h d) -> b h l d", h=self.kv_heads)
+        q, k = apply_mrope(q, cos, sin), apply_mrope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, kv_heads, S, d): past + new
+        # grouped-query attention: query heads h*g .. h*g+g-1 share key/value head h
+        g = self.heads // self.kv_heads
+        k, v = (repeat(t, "b h s d -> b (h g) s d", g=g) for t in (k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1)
+        return self.o_proj(rearrange(out, "b h l d -> b l (h d)"))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        # why fused: the checkpoint stores gate and up as one (2 * intermediate, hidden) matrix
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(up * F.silu(gate))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TextConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, layer_idx)
+        self.post_self_attn_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)  # why: the *pre*-MLP norm
+        self.mlp = MLP(cfg)
+        self.post_mlp_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache=None):
+        x = x + self.post_self_attn_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, mask, cache))
+        return x + self.post_mlp_layernorm(self.mlp(self.post_attention_layernorm(x)))
+
+
+def attention_mask_4d(attention_mask, q_len: int, past: int, dtype):
+    """Additive mask (B, 1, L, past + L) from the 2-D padding mask (B, past + L), or None when plain
+    causal attention suffices. Masked entries get the dtype's minimum rather than -inf, so a padding
+    query that sees no real key gets a harmless uniform softmax instead of NaN."""
+    if attention_mask is None or bool(attention_mask.all()):
+        if q_len == 1 or past == 0:
+            return None  # SDPA's is_causal (or a single query that sees everything)
+        attention_mask = torch.ones(1, past + q_len, dtype=torch.long)
+    keys = torch.arange(past + q_len)
+    queries = torch.arange(past, past + q_len)
+    allowed = (keys[None, :] <= queries[:, None])[None] & attention_mask[:, None, :].bool()  # (B, L, S)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return rearrange(mask, "b l s -> b 1 l s")
+
+
+class Glm4vTextModel(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, inputs_embeds, position_ids, attention_mask=None, cache=None):
+        """inputs_embeds (B, L, D), position_ids (3, B, L), attention_mask (B, past + L) -> (B, L, D)"""
+        c = self.cfg
+        past = cache.length if cache is not None else 0
+        cos, sin = mrope_cos_sin(position_ids, c.rotary_dim, c.rope_theta, c.mrope_section, inputs_embeds.dtype)
+        mask = attention_mask_4d(attention_mask, inputs_embeds.shape[1], past, inputs_embeds.dtype)
+        x = inputs_embeds
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, cache)
+        return self.norm(x)

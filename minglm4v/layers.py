@@ -1,0 +1,35 @@
+"""Two building blocks shared by the vision tower, the merger and the decoder.
+
+* `RMSNorm` — transformers' `Glm4vRMSNorm`: normalise in fp32, cast back, *then* scale by the weight
+  (the order matters for bit-exact bf16).
+* `SwiGLU` — `down(silu(gate(x)) * up(x))` with separate `gate_proj` / `up_proj` / `down_proj`, no
+  biases; transformers' `Glm4VisionMlp`, and the tail of `Glm4vVisionPatchMerger`.
+Shapes: (..., dim) -> (..., dim).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

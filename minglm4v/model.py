@@ -1,0 +1,135 @@
+"""GLM-4.1V-Thinking: the vision tower and the GLM-4 decoder joined at the <|image|> tokens.
+
+Corresponds to transformers' `Glm4vForConditionalGeneration` (and `Glm4vModel` inside it). Module
+names follow the checkpoint keys: `model.visual.*`, `model.language_model.*`, `lm_head`.
+
+    input_ids (B, L)            -> embed_tokens                          -> (B, L, D)
+    pixel_values (N, 1176)      -> visual                                -> (N/4, D), written into the
+                                   <|image|> rows (videos likewise, frame by frame)
+    positions (3, B, L)         <- get_rope_index(input_ids, grids)      (t, h, w) streams
+    decoder + lm_head           -> logits (B, L, vocab);  loss when labels are given (-100 ignored)
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import rope
+from .config import Glm4vConfig
+from .decoder import Glm4vTextModel
+from .vision import Glm4vVisionModel
+from .weights import PretrainedMixin
+
+
+@dataclass
+class Glm4vOutput:
+    logits: torch.Tensor  # (B, L, vocab)
+    loss: torch.Tensor | None = None
+    rope_deltas: torch.Tensor | None = None  # (B, 1): generated token k sits at real_length + k + delta
+
+
+class Glm4vModel(nn.Module):
+    """Container whose attribute names give the `model.visual.*` / `model.language_model.*` keys."""
+
+    def __init__(self, config: Glm4vConfig):
+        super().__init__()
+        self.visual = Glm4vVisionModel(config.vision_config)
+        self.language_model = Glm4vTextModel(config.text_config)
+
+
+class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
+    def __init__(self, config: Glm4vConfig):
+        super().__init__()
+        self.config = config
+        self.model = Glm4vModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+
+    # ------------------------------------------------------------------ pieces, usable one by one
+    def get_token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        return rope.token_types(input_ids, c.image_token_id, c.video_start_token_id, c.video_end_token_id)
+
+    def get_rope_index(self, input_ids, image_grid_thw=None, video_grid_thw=None, attention_mask=None,
+                       mm_token_type_ids=None):
+        """position_ids (3, B, L) and rope_deltas (B, 1) for a prompt (see `rope.get_rope_index`)."""
+        if mm_token_type_ids is None:
+            mm_token_type_ids = self.get_token_types(input_ids)
+        return rope.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw, attention_mask,
+                                   self.config.vision_config.spatial_merge_size)
+
+    def get_image_features(self, pixel_values, grid_thw, what="image"):
+        """Checked pixel rows -> merged features (sum of t*H*W/4, D), one row per <|image|> slot."""
+        v = self.config.vision_config
+        if pixel_values.ndim != 2 or pixel_values.shape[1] != v.patch_dim:
+            raise ValueError(f"{what} pixel_values must have shape (patches, {v.patch_dim}) = (N, C*T*P*P) with "
+                             f"C={v.in_channels}, T={v.temporal_patch_size}, P={v.patch_size}; got "
+                             f"{tuple(pixel_values.shape)}. Use Glm4vImageProcessor to make them")
+        if grid_thw is None or grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
+            raise ValueError(f"{what}_grid_thw must be given with shape ({what}s, 3) = [t, h, w] per {what}; "
+                             f"got {None if grid_thw is None else tuple(grid_thw.shape)}")
+        m = v.spatial_merge_size
+        if bool((grid_thw[:, 1:] % m != 0).any()):
+            raise ValueError(f"{what}_grid_thw {grid_thw.tolist()} has an h or w not divisible by the "
+                             f"spatial merge size {m}; patch grids must be made of whole {m}x{m} windows")
+        if int(grid_thw.prod(-1).sum()) != pixel_values.shape[0]:
+            raise ValueError(f"{what}_grid_thw {grid_thw.tolist()} describes {int(grid_thw.prod(-1).sum())} "
+                             f"patches (sum of t*h*w) but pixel_values has {pixel_values.shape[0]} rows")
+        if what == "video":  # why: each temporal group is its own image inside the ViT
+            grid_thw = torch.cat([g[None, :].repeat(int(g[0]), 1) for g in grid_thw])
+            grid_thw[:, 0] = 1
+        return self.model.visual(pixel_values, grid_thw)
+
+    def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
+              video_grid_thw=None, mm_token_type_ids=None):
+        """Token embeddings with image/video features written into their <|image|> rows: (B, L, D)."""
+        vocab = self.config.text_config.vocab_size
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
+            raise ValueError(f"input_ids must lie in [0, {vocab}) (the model's vocab_size); got values from "
+                             f"{int(input_ids.min())} to {int(input_ids.max())}")
+        x = self.model.language_model.embed_tokens(input_ids)
+        if pixel_values is None and pixel_values_videos is None:
+            return x
+        types = mm_token_type_ids if mm_token_type_ids is not None else self.get_token_types(input_ids)
+        for kind, pixels, grid, what in ((rope.IMAGE, pixel_values, image_grid_thw, "image"),
+                                         (rope.VIDEO, pixel_values_videos, video_grid_thw, "video")):
+            if pixels is None:
+                continue
+            features = self.get_image_features(pixels, grid, what)
+            slots = types == kind
+            if int(slots.sum()) != features.shape[0]:
+                raise ValueError(f"{what.capitalize()} features and {what} tokens do not match: the prompt has "
+                                 f"{int(slots.sum())} {what} tokens but the {what}s give {features.shape[0]} "
+                                 f"features; expand each placeholder with Glm4vProcessor")
+            x = x.masked_scatter(slots[..., None], features.to(x.dtype))  # row-major over (batch, position)
+        return x
+
+    # ------------------------------------------------------------------ the forward pass
+    def forward(self, input_ids, attention_mask=None, position_ids=None, pixel_values=None, image_grid_thw=None,
+                pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None, labels=None,
+                cache=None) -> Glm4vOutput:
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+        if pixel_values is not None and image_grid_thw is None or pixel_values_videos is not None and \
+                video_grid_thw is None:
+            raise ValueError("pixel_values need image_grid_thw (and pixel_values_videos need video_grid_thw)")
+        x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw,
+                       mm_token_type_ids)
+        rope_deltas = None
+        if position_ids is None:
+            if cache is not None and cache.length > 0:
+                raise ValueError("position_ids are required after the first step of a cached forward; "
+                                 "compute them from rope_deltas (see minglm4v.generation)")
+            types = mm_token_type_ids if mm_token_type_ids is not None else self.get_token_types(input_ids)
+            position_ids, rope_deltas = self.get_rope_index(input_ids, image_grid_thw, video_grid_thw,
+                                                            attention_mask, types)
+        elif position_ids.ndim == 2:  # (B, L) text positions: the same for all three streams
+            position_ids = position_ids[None].expand(3, -1, -1)
+        hidden = self.model.language_model(x, position_ids, attention_mask, cache)
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            # token i predicts label i + 1; -100 marks positions without a target
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        return Glm4vOutput(logits=logits, loss=loss, rope_deltas=rope_deltas)
