@@ -1,0 +1,159 @@
+"""Glm4vTokenizer against transformers' PreTrainedTokenizerFast on the fixture tokenizer."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from minglm4v.tokenizer import Glm4vTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENIZER_DIR = ROOT / "data" / "tokenizer"
+REAL_SPECIAL_IDS = {  # reference §7.3
+    "<|endoftext|>": 151329, "[MASK]": 151330, "[gMASK]": 151331, "[sMASK]": 151332, "<sop>": 151333,
+    "<eop>": 151334, "<|system|>": 151335, "<|user|>": 151336, "<|assistant|>": 151337,
+    "<|observation|>": 151338, "<|begin_of_image|>": 151339, "<|end_of_image|>": 151340,
+    "<|begin_of_video|>": 151341, "<|end_of_video|>": 151342, "<|image|>": 151343, "<|video|>": 151344,
+}
+THINKING_TAGS = ["<think>", "</think>", "<answer>", "</answer>", "<|begin_of_box|>", "<|end_of_box|>"]
+TEXTS = [
+    "The image shows a red circle next to a cat.",
+    "  leading and trailing spaces  ",
+    "line one\nline two\n\n\ttabbed\r\nwindows",
+    "Numbers 1234567 and 3.14159, -42, 1e10",
+    "[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>What is this?<|assistant|>\n",
+    "<think>Let me think. The dog is brown.</think><answer>A <|begin_of_box|>[1,2,3,4]<|end_of_box|></answer>",
+    "Ünïcödé café, naïve résumé — “quotes” and ‘apostrophes’",
+    "中文文本测试，还有日本語とカタカナ",
+    "emoji 🐱🐶🦊 👍🏽 👨‍👩‍👧 flags 🇩🇪",
+    "it's we're they'll I'd YOU'VE",
+    "<|endoftext|><|endoftext|>x<|observation|>",
+    "weird <|image|text <think and </answer",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def ours():
+    return Glm4vTokenizer.from_pretrained(TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER_DIR / "tokenizer.json"),
+                                   eos_token="<|endoftext|>", pad_token="<|endoftext|>", padding_side="left")
+
+
+def test_fixture_id_layout(ours, hf):
+    assert ours.vocab_size == hf.vocab_size == 1000
+    assert len(ours) == len(hf) == 1022
+    for token, real_id in REAL_SPECIAL_IDS.items():
+        assert ours.convert_tokens_to_ids(token) == hf.convert_tokens_to_ids(token) == real_id - 150329
+    assert ours.convert_tokens_to_ids(THINKING_TAGS) == list(range(1016, 1022))
+    assert set(THINKING_TAGS).isdisjoint(hf.all_special_tokens)
+    assert ours.image_token_id == 1014 and ours.video_token_id == 1015
+    assert (ours.begin_of_image_id, ours.end_of_image_id, ours.begin_of_video_id, ours.end_of_video_id) == (
+        1010, 1011, 1012, 1013)
+    assert ours.eos_token_id == ours.pad_token_id == 1000
+    assert ours.eos_token_ids == [1000, 1007, 1009]
+
+
+def test_fixture_script_is_deterministic(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_tokenizer", ROOT / "scripts" / "make_tokenizer.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.write(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        assert (tmp_path / name).read_bytes() == (TOKENIZER_DIR / name).read_bytes(), name
+
+
+def test_transformers_loads_the_fixture_folder(ours):
+    auto = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    assert (auto.eos_token, auto.pad_token, auto.padding_side) == ("<|endoftext|>", "<|endoftext|>", "left")
+    text = TEXTS[5]
+    assert auto.encode(text, add_special_tokens=False) == ours.encode(text)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_encode_decode_match_transformers(ours, hf, text):
+    ids = ours.encode(text)
+    assert ids == hf.encode(text, add_special_tokens=False)
+    assert ours.decode(ids) == hf.decode(ids) == text  # byte-level BPE round-trips exactly
+    assert ours.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True)
+
+
+def test_skip_special_tokens_keeps_thinking_tags(ours):
+    ids = ours.encode("<|assistant|>\n<think>hmm</think><answer>cat</answer><|user|>")
+    assert ours.decode(ids, skip_special_tokens=True) == "\n<think>hmm</think><answer>cat</answer>"
+    assert ours.decode(torch.tensor(ids)) == ours.decode(ids)
+
+
+def test_batch_left_padding_matches_transformers(ours, hf):
+    batch = ["a cat", "The image shows a red circle next to a cat.", "<|user|>\nhi"]
+    got = ours(batch)
+    want = hf(batch, padding=True, return_tensors="pt")
+    assert torch.equal(got["input_ids"], want["input_ids"])
+    assert torch.equal(got["attention_mask"], want["attention_mask"])
+    assert got["input_ids"][0, 0] == ours.pad_token_id and got["attention_mask"][0, 0] == 0
+    assert ours.batch_decode(got["input_ids"], skip_special_tokens=True) == hf.batch_decode(
+        want["input_ids"], skip_special_tokens=True)
+
+
+def test_call_without_tensors_or_padding(ours):
+    out = ours(["a cat", "a red cat"], padding=False, return_tensors=None)
+    assert out["input_ids"] == [ours.encode("a cat"), ours.encode("a red cat")]
+    assert out["attention_mask"] == [[1] * len(r) for r in out["input_ids"]]
+    single = ours("a cat")
+    assert single["input_ids"].shape == (1, len(ours.encode("a cat")))
+
+
+def test_apply_chat_template_tokenize(ours, hf):
+    hf_with_template = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
+    text = hf_with_template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert ours.apply_chat_template(messages) == text
+    assert ours.apply_chat_template(messages, tokenize=True) == hf.encode(text, add_special_tokens=False)
+
+
+def test_real_id_layout_loads_unchanged(tmp_path):
+    """The real tokenizer.json has 151329 regular tokens before the specials: nothing may assume ours."""
+    data = json.loads((TOKENIZER_DIR / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    vocab.update({f"<unused_{i}>": i for i in range(len(vocab), 151329)})  # unreachable: no merges
+    for token in data["added_tokens"]:
+        token["id"] += 151329 - 1000
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    # older GLM configs store special tokens as AddedToken dicts
+    eos = {"content": "<|endoftext|>", "lstrip": False, "normalized": False, "rstrip": False,
+           "single_word": False}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": eos, "pad_token": eos}))
+    real = Glm4vTokenizer.from_pretrained(tmp_path)
+    hf_real = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    for token, real_id in REAL_SPECIAL_IDS.items():
+        assert real.convert_tokens_to_ids(token) == real_id
+    assert (real.image_token_id, real.eos_token_id, real.pad_token_id) == (151343, 151329, 151329)
+    assert real.eos_token_ids == [151329, 151336, 151338]
+    for text in TEXTS:
+        assert real.encode(text) == hf_real.encode(text, add_special_tokens=False)
+    prompt = real.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text",
+                                                                                         "text": "Dog?"}]}])
+    assert real.encode(prompt)[:6] == [151331, 151333, 151336, 198, 151339, 151343]  # reference §7.1
+
+
+def test_errors(ours, tmp_path):
+    with pytest.raises(ValueError, match="'<\\|img\\|>' is not in the vocabulary"):
+        ours.convert_tokens_to_ids("<|img|>")
+    with pytest.raises(ValueError, match="expects one sequence.*batch_decode"):
+        ours.decode(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"different lengths \[2, 3\].*padding=True"):
+        ours(["a cat", "a red cat"], padding=False)
+    with pytest.raises(ValueError, match="return_tensors must be 'pt' or None"):
+        ours("a cat", return_tensors="np")
+    with pytest.raises(TypeError, match="string or a non-empty list of strings"):
+        ours([1, 2])
+    with pytest.raises(TypeError, match="encode expects a string, got list"):
+        ours.encode(["a"])
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json in"):
+        Glm4vTokenizer.from_pretrained(tmp_path)
