@@ -1,0 +1,163 @@
+"""Glm4vProcessor: prompt text + pictures/videos -> everything the model's forward takes.
+
+Corresponds to transformers' `Glm4vProcessor` (same `input_ids`, `attention_mask`,
+`mm_token_type_ids` for the same tokenizer and pixels). Steps:
+
+1. (optional) render `messages` with the chat template; each image/video item leaves one
+   `<|image|>` / `<|video|>` placeholder and its picture/clip is collected in order.
+2. run the image (or video) processor: pixel rows and a [t, gh, gw] grid per image (video).
+3. expand each placeholder to as many tokens as the vision tower will produce for it:
+     image:  <|image|>                ->  <|image|> x (t·gh·gw / merge_size²)
+     video:  <|video|>                ->  for each temporal group k:
+             <|begin_of_image|> <|image|> x (gh·gw / merge_size²) <|end_of_image|> str(second_k)
+   Videos reuse the *image* token for their frames, so the model tells them apart only by
+   `mm_token_type_ids` (0 text, 1 image token, 2 image token inside <|begin_of_video|>…<|end_of_video|>).
+4. tokenise and left-pad the batch.
+
+Output (B = prompts, L = longest expanded prompt): input_ids, attention_mask, mm_token_type_ids
+(B, L) int64; with images pixel_values (N, 1176) float32 and image_grid_thw (num_images, 3) int64;
+with videos pixel_values_videos (N, 1176) and video_grid_thw (num_videos, 3).
+"""
+import re
+from pathlib import Path
+
+import torch
+
+from .chat_template import apply_chat_template, content_item_type
+from .image_processing import BatchFeature, Glm4vImageProcessor
+from .tokenizer import Glm4vTokenizer
+from .video_processing import Glm4vVideoProcessor
+
+IMAGE_TOKEN, VIDEO_TOKEN = "<|image|>", "<|video|>"
+_PLACEHOLDER = re.compile(re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN))
+
+
+def _count_mismatch(kind: str, token: str, in_text: int, passed: int) -> ValueError:
+    return ValueError(
+        f"the text has {in_text} {token} placeholder(s) but {passed} {kind}(s) were passed; put one "
+        f"<|begin_of_{kind}|>{token}<|end_of_{kind}|> in the text per {kind}, in the order of the {kind}s "
+        f"(the chat template does this for {{'type': '{kind}'}} items)")
+
+
+class Glm4vProcessor:
+    def __init__(self, image_processor: Glm4vImageProcessor, tokenizer: Glm4vTokenizer,
+                 video_processor: Glm4vVideoProcessor | None = None):
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.video_processor = video_processor
+
+    @classmethod
+    def from_pretrained(cls, directory) -> "Glm4vProcessor":
+        """Tokenizer + preprocessor_config.json (+ video_preprocessor_config.json if present)."""
+        directory = Path(directory)
+        has_video = (directory / Glm4vVideoProcessor.config_name).is_file()
+        return cls(Glm4vImageProcessor.from_pretrained(directory), Glm4vTokenizer.from_pretrained(directory),
+                   Glm4vVideoProcessor.from_pretrained(directory) if has_video else None)
+
+    def __call__(self, text: str | list[str] | None = None, images=None, videos=None,
+                 messages: list | None = None, padding: bool = True, return_tensors: str = "pt",
+                 **video_kwargs) -> BatchFeature:
+        """Prompt(s) with placeholders + images (or videos) -> model inputs (see module docstring).
+
+        text: one prompt or a batch; `images`/`videos` are matched to the placeholders in order
+        across the whole batch. messages: one conversation (list of message dicts) or a batch of
+        them, instead of text/images/videos. video_kwargs (fps, duration, sample_frames) go to
+        the video processor.
+        """
+        if return_tensors != "pt":
+            raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
+        if messages is not None:
+            if text is not None or images is not None or videos is not None:
+                raise ValueError("pass either messages (pictures inside their items) or text with "
+                                 "images/videos, not both")
+            text, images, videos = self._render(messages)
+        texts = [text] if isinstance(text, str) else text
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise TypeError("text must be a prompt string or a non-empty list of them (or pass messages=...)")
+
+        n_image_slots = sum(t.count(IMAGE_TOKEN) for t in texts)
+        n_video_slots = sum(t.count(VIDEO_TOKEN) for t in texts)
+        if (images is not None or n_image_slots) and (videos is not None or n_video_slots):
+            raise ValueError(
+                "images and videos in one call are not supported: video frames use the same <|image|> "
+                "token as images, so the model (like transformers 5.24, whose image/video feature count "
+                "check then fails) cannot tell which features go where; the official demos forbid "
+                "mixing too. Process image prompts and video prompts in separate calls.")
+
+        # After the check above only one modality is in play; it decides what replaces the placeholders.
+        out = BatchFeature()
+        if videos is not None or n_video_slots:
+            kind, token, slots = "video", VIDEO_TOKEN, n_video_slots
+            replacements = self._process_videos(videos, out, video_kwargs) if videos is not None else []
+        else:
+            kind, token, slots = "image", IMAGE_TOKEN, n_image_slots
+            replacements = self._process_images(images, out) if images is not None else []
+        if len(replacements) != slots:
+            raise _count_mismatch(kind, token, slots, len(replacements))
+
+        pending = iter(replacements)  # placeholders are consumed in reading order across the batch
+        expanded = [_PLACEHOLDER.sub(lambda _: next(pending), t) for t in texts]
+        encoded = self.tokenizer(expanded, padding=padding, return_tensors="pt")
+        encoded["mm_token_type_ids"] = self.mm_token_type_ids(encoded["input_ids"])
+        return BatchFeature(**encoded, **out)
+
+    def _process_images(self, images, out: BatchFeature) -> list[str]:
+        """Pixel rows into `out`; returns the token string that replaces each image's placeholder."""
+        out.update(self.image_processor(images, return_tensors="pt"))
+        per_image = out["image_grid_thw"].prod(-1) // self.image_processor.merge_size ** 2
+        return [IMAGE_TOKEN * n for n in per_image.tolist()]
+
+    def _process_videos(self, videos, out: BatchFeature, video_kwargs: dict) -> list[str]:
+        """Pixel rows into `out`; returns the token string that replaces each video's placeholder."""
+        if self.video_processor is None:
+            raise ValueError("this processor has no video processor; build it with "
+                             "video_processor=Glm4vVideoProcessor() to pass videos")
+        processed = self.video_processor(videos, return_tensors="pt", **video_kwargs)
+        out["pixel_values_videos"] = processed["pixel_values_videos"]
+        out["video_grid_thw"] = processed["video_grid_thw"]
+        return [self._video_tokens(grid, seconds)
+                for grid, seconds in zip(out["video_grid_thw"].tolist(), processed["timestamps"])]
+
+    def _video_tokens(self, grid_thw: list[int], seconds: list[int]) -> str:
+        _, height, width = grid_thw
+        per_group = IMAGE_TOKEN * (height * width // self.video_processor.merge_size ** 2)
+        # Each temporal group is written like a small image followed by its time in whole seconds,
+        # which is how the model knows when a frame was taken.
+        return "".join(f"<|begin_of_image|>{per_group}<|end_of_image|>{s}" for s in seconds)
+
+    def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L) 0 text, 1 <|image|> of an image, 2 <|image|> inside a video span."""
+        tok = self.tokenizer
+        opened = (input_ids == tok.begin_of_video_id).cumsum(-1)
+        closed = (input_ids == tok.end_of_video_id).cumsum(-1)
+        is_image_token = input_ids == tok.image_token_id
+        types = torch.zeros_like(input_ids)
+        types[is_image_token] = 1
+        types[is_image_token & (opened > closed)] = 2
+        return types
+
+    @staticmethod
+    def _render(messages: list) -> tuple[list[str], list | None, list | None]:
+        """Chat-template text per conversation + the pictures and clips of their items, in order."""
+        if all(isinstance(m, dict) for m in messages):
+            messages = [messages]  # one conversation (an empty one fails in apply_chat_template)
+        texts, media = [], {"image": [], "video": []}
+        for conversation in messages:
+            texts.append(apply_chat_template(conversation, add_generation_prompt=True))
+            for message in conversation:
+                content = message["content"]
+                for item in content if isinstance(content, list) else []:
+                    kind = content_item_type(item)
+                    if kind == "text":
+                        continue
+                    if kind not in item:
+                        raise ValueError(f"{kind} item {item!r} has no {kind!r} field; put the {kind} itself "
+                                         f"under it, e.g. {{'type': '{kind}', '{kind}': ...}}")
+                    media[kind].append(item[kind])
+        return texts, media["image"] or None, media["video"] or None
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
+        return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens)
