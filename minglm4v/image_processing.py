@@ -1,0 +1,260 @@
+"""Image preprocessing for GLM-4.1V: pictures in, vision-tower patch rows out.
+
+Counterpart of transformers' `Glm4vImageProcessorPil` (the PIL backend); the output is identical.
+
+One image of size H×W, resized to h̄×w̄ = smart_resize(...), patch grid gh = h̄/14, gw = w̄/14:
+
+    path / PIL image (any mode) / (H, W, C) uint8 array / (C, H, W) uint8 tensor
+      -> to_rgb                      RGB PIL image
+      -> PIL bicubic resize          (1, 3, h̄, w̄) uint8
+      -> /255, CLIP mean/std         (1, 3, h̄, w̄) float32
+      -> patchify                    (gh·gw, 1176) float32, 1176 = 3 channels · 2 frames · 14 · 14
+
+A batch concatenates the rows of all images: `pixel_values` (N, 1176) float32 and
+`image_grid_thw` (num_images, 3) int64, one [1, gh, gw] per image. The video processor reuses
+`encode_frames`; an image is a one-frame clip.
+
+Colour conversion follows transformers for in-memory images:
+* an alpha band (RGBA, LA, PA, or a `transparency` key in P/L/RGB images) is composited onto white;
+* every other mode goes through PIL's `convert("RGB")`. For the 16/32-bit modes (I;16, I, F) that
+  *clips* values to 0..255 instead of rescaling them, so a 16-bit scan comes out almost white;
+  transformers does the same. Scale such images to 8 bits yourself first.
+* Image files (a `str` or `Path`) are opened with PIL and turned upright by their EXIF orientation,
+  as transformers does, but then treated like any other PIL image. transformers drops the alpha band
+  of files it opens (no white background), so transparent files given *by path* differ; a file gives
+  the same pixels here whether it is passed by path or opened first.
+"""
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image, ImageOps
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# Steps the checkpoint's config always switches on; a config that turns one off (or picks another
+# filter) asks for a pipeline this module does not implement.
+_FIXED_STEPS = {"do_resize": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255,
+                "do_normalize": True, "do_convert_rgb": True}
+
+
+class BatchFeature(dict):
+    """A dict whose keys can also be read as attributes (`out.pixel_values`)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def smart_resize(num_frames, height, width, temporal_factor=2, factor=28,
+                 min_pixels=112 * 112, max_pixels=9633792):
+    """(height, width) a clip of `num_frames` frames is resized to.
+
+    Both sides become multiples of `factor` (one 2×2 merge window of 14-pixel patches), the aspect
+    ratio is kept as well as rounding allows, and `num_frames · h · w` is brought inside
+    [min_pixels, max_pixels]. Note the budget counts frames: a still image counts as 2.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image has zero size (height={height}, width={width}); it needs at least 1×1 pixels")
+    if num_frames < temporal_factor:
+        raise ValueError(f"num_frames={num_frames} is smaller than temporal_factor={temporal_factor}; "
+                         f"a clip needs at least {temporal_factor} frames (a still image counts as {temporal_factor})")
+    if height < factor or width < factor:
+        # Too small for one merge window: scale up; int() truncates (3 px -> 27, not 28), as the reference.
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    ratio = max(height, width) / min(height, width)
+    if ratio > 200:
+        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {ratio} "
+                         f"({height}×{width} after upscaling); crop or pad the image first")
+    # round() is Python's: exact halves go to the even multiple, as in the reference.
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    t_bar = round(num_frames / temporal_factor) * temporal_factor
+    if t_bar * h_bar * w_bar > max_pixels:
+        beta = math.sqrt(num_frames * height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif t_bar * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (num_frames * height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def open_image(path):
+    """Open an image file, upright by its EXIF orientation; errors name the file."""
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between 1× and 2× its pixel limit and raises above; treat both alike.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ValueError(
+            f"image file {path} is over PIL's decompression-bomb limit "
+            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}): {error}. If you trust the file, "
+            "raise the limit before loading it: `PIL.Image.MAX_IMAGE_PIXELS = None` (or a larger number)"
+        ) from error
+    except OSError as error:
+        raise ValueError(f"cannot read image file {path}: {error}") from error
+
+
+def _array_to_pil(array, channels_first):
+    layout = "(C, H, W) torch tensor" if channels_first else "(H, W, C) numpy array"
+    if array.ndim != 3 or array.shape[0 if channels_first else -1] not in (1, 3, 4):
+        raise ValueError(f"expected an image as a {layout} with C = 1, 3 or 4 (4 = RGBA), got shape "
+                         f"{tuple(array.shape)}; numpy images are channels-last, torch images channels-first")
+    if array.dtype != np.uint8:
+        raise TypeError(f"expected a uint8 {layout} with values 0..255, got dtype {array.dtype}; "
+                        "convert floats in [0, 1] with (x * 255).round() and a cast to uint8")
+    hwc = np.moveaxis(array, 0, -1) if channels_first else array
+    return Image.fromarray(np.ascontiguousarray(hwc[..., 0] if hwc.shape[-1] == 1 else hwc))
+
+
+def to_rgb(image):
+    """Any supported image input -> RGB PIL image (see the module docstring for the mode rules)."""
+    if isinstance(image, (str, Path)):
+        image = open_image(image)
+    elif isinstance(image, torch.Tensor):
+        image = _array_to_pil(image.detach().cpu().numpy(), channels_first=True)
+    elif isinstance(image, np.ndarray):
+        image = _array_to_pil(image, channels_first=False)
+    elif not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image, a path, an (H, W, C) uint8 numpy array or a (C, H, W) "
+                        f"uint8 torch tensor, got {type(image).__name__}")
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"image has zero size ({image.width}×{image.height} pixels)")
+    try:
+        if "A" in image.getbands() or "transparency" in image.info:
+            # The RGB stored under alpha = 0 is arbitrary (often black): show see-through pixels as white.
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return image.convert("RGB")
+    except ValueError as error:
+        raise ValueError(f"cannot convert a PIL image of mode {image.mode} to RGB: {error}") from error
+
+
+def patchify(frames, patch_size=14, temporal_patch_size=2, merge_size=2):
+    """(T, C, H, W) frames -> rows (grid_t·gh·gw, C·temporal_patch_size·patch_size²) and grid [t, gh, gw].
+
+    Rows come in merge-window order (temporal group, window row, window col, row in window, col in
+    window), so every merge_size² consecutive rows form one window the merger fuses into one token.
+    Inside a row the order is (channel, frame, pixel row, pixel col), the Conv3d weight's layout.
+    """
+    window = patch_size * merge_size
+    if frames.shape[-2] % window or frames.shape[-1] % window:
+        raise ValueError(f"frame size {tuple(frames.shape[-2:])} must be a multiple of {window} "
+                         "(patch_size · merge_size) on both sides; resize with smart_resize first")
+    # The Conv3d always looks at `temporal_patch_size` frames at once. A clip that falls short
+    # (a still image has 1) is padded by repeating its last frame: an image becomes 2 copies of itself.
+    missing = -frames.shape[0] % temporal_patch_size
+    frames = torch.cat([frames, frames[-1:].expand(missing, -1, -1, -1)])
+    rows = rearrange(frames, "(gt tp) c (bh mi p1) (bw mj p2) -> (gt bh bw mi mj) (c tp p1 p2)",
+                     tp=temporal_patch_size, mi=merge_size, mj=merge_size, p1=patch_size, p2=patch_size)
+    grid = torch.tensor([frames.shape[0] // temporal_patch_size, frames.shape[-2] // patch_size,
+                         frames.shape[-1] // patch_size])
+    return rows, grid
+
+
+def unpatchify(pixel_values, grid_thw, patch_size=14, temporal_patch_size=2, merge_size=2):
+    """Undo `patchify`: rows of all images/videos -> list of (grid_t·temporal_patch_size, C, H, W)."""
+    counts = grid_thw.prod(-1).tolist()
+    if sum(counts) != pixel_values.shape[0]:
+        raise ValueError(f"image_grid_thw describes {sum(counts)} patches but pixel_values has "
+                         f"{pixel_values.shape[0]} rows; pass the grid that came with these pixel values")
+    return [rearrange(rows, "(gt bh bw mi mj) (c tp p1 p2) -> (gt tp) c (bh mi p1) (bw mj p2)",
+                      gt=t, bh=h // merge_size, bw=w // merge_size, mi=merge_size, mj=merge_size,
+                      tp=temporal_patch_size, p1=patch_size, p2=patch_size)
+            for rows, (t, h, w) in zip(pixel_values.split(counts), grid_thw.tolist())]
+
+
+def unnormalize(pixels, image_mean=CLIP_MEAN, image_std=CLIP_STD):
+    """Normalised (..., 3, H, W) pixels -> [0, 1] RGB for display (undoes the CLIP normalisation)."""
+    mean = torch.tensor(image_mean)[:, None, None]
+    std = torch.tensor(image_std)[:, None, None]
+    return (pixels * std + mean).clamp(0, 1)
+
+
+class Glm4vImageProcessor:
+    """Images -> `pixel_values` (N, 1176) float32 and `image_grid_thw` (num_images, 3) int64.
+
+    Defaults are the GLM-4.1V checkpoint's preprocessor_config.json (transformers' class defaults
+    differ: its longest_edge is 11,760,000).
+    """
+
+    config_name = "preprocessor_config.json"
+    type_key = "image_processor_type"
+    config_keys = ("patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std")
+
+    def __init__(self, min_pixels=12544, max_pixels=9633792, patch_size=14, temporal_patch_size=2,
+                 merge_size=2, image_mean=CLIP_MEAN, image_std=CLIP_STD):
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.patch_size, self.temporal_patch_size, self.merge_size = patch_size, temporal_patch_size, merge_size
+        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+
+    def __call__(self, images, return_tensors="pt"):
+        """One image or a list: paths, PIL images (any mode), (H, W, C) uint8 arrays, (C, H, W) uint8 tensors."""
+        if return_tensors != "pt":
+            raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not images:
+            raise ValueError("no images given; pass one image or a non-empty list of images")
+        rows, grids = zip(*(self.encode_frames([to_rgb(image)]) for image in images))
+        return BatchFeature(pixel_values=torch.cat(rows), image_grid_thw=torch.stack(grids))
+
+    def encode_frames(self, frames):
+        """Equal-sized RGB PIL frames of one clip -> (rows, grid [t, gh, gw]), one size for all frames."""
+        # A still image is budgeted as the temporal_patch_size frames it becomes after duplication.
+        height, width = smart_resize(max(len(frames), self.temporal_patch_size), frames[0].height,
+                                     frames[0].width, self.temporal_patch_size,
+                                     self.patch_size * self.merge_size, self.min_pixels, self.max_pixels)
+        resized = np.stack([np.asarray(f.resize((width, height), Image.Resampling.BICUBIC)) for f in frames])
+        # float32 division rounds exactly like the reference's float64 rescale for uint8 inputs, and the
+        # normalisation is done in float32 like the reference's: the outputs agree bit for bit.
+        pixels = rearrange(torch.from_numpy(resized), "t h w c -> t c h w").float() / 255
+        mean = torch.tensor(self.image_mean)[:, None, None]
+        std = torch.tensor(self.image_std)[:, None, None]
+        return patchify((pixels - mean) / std, self.patch_size, self.temporal_patch_size, self.merge_size)
+
+    def to_dict(self):
+        """The preprocessor config, in the hub file's format."""
+        config = {key: getattr(self, key) for key in self.config_keys}
+        config.update(image_mean=list(self.image_mean), image_std=list(self.image_std))
+        return {"size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}, **config,
+                **_FIXED_STEPS, self.type_key: type(self).__name__, "processor_class": "Glm4vProcessor"}
+
+    def save_pretrained(self, directory):
+        """Write `config_name` in the hub format (transformers' Glm4vImageProcessorPil reads the image one)."""
+        path = Path(directory) / self.config_name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, directory):
+        """Read `config_name` from a checkpoint directory (keys it lacks keep our defaults)."""
+        path = Path(directory) / cls.config_name
+        if not path.is_file():
+            raise FileNotFoundError(f"no {cls.config_name} in {directory}")
+        config = json.loads(path.read_text())
+        for key, expected in _FIXED_STEPS.items():
+            if config.get(key, expected) != expected:
+                raise ValueError(f"{path} sets {key}={config[key]!r}; only {key}={expected!r} is implemented")
+        size = config.get("size", {})
+        kwargs = {key: config[key] for key in cls.config_keys if key in config}
+        if "shortest_edge" in size:
+            kwargs["min_pixels"] = size["shortest_edge"]
+        if "longest_edge" in size:
+            kwargs["max_pixels"] = size["longest_edge"]
+        return cls(**kwargs)

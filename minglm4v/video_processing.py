@@ -1,0 +1,165 @@
+"""Video preprocessing for GLM-4.1V: frames in, vision-tower patch rows and prompt timestamps out.
+
+Counterpart of transformers' `Glm4vVideoProcessor` plus the timestamp part of `Glm4vProcessor`.
+transformers' video processor needs torchvision, so this module is checked against hand-computed
+expectations instead. It resizes with PIL bicubic like the image processor (transformers' video path
+uses torchvision's bicubic, which can differ by a rounding step per pixel).
+
+One video of T0 frames, H×W, at `fps` frames per second:
+
+    (T0, H, W, C) uint8 numpy array / (T0, C, H, W) uint8 tensor / list of frames (anything to_rgb takes)
+      -> sample_frame_indices        T frames: 2 per second, at most 300 s worth, T even
+      -> Glm4vImageProcessor.encode_frames, with ONE smart_resize budget for the whole clip
+                                     (T/2 · gh · gw, 1176) float32
+
+Rows are ordered (temporal group, window row, window col, row in window, col in window); the two
+temporal slices inside a row are consecutive sampled frames. Outputs: `pixel_values_videos`
+(N, 1176), `video_grid_thw` (num_videos, 3) int64 = [T/2, gh, gw] per video, and `timestamps`: per
+video, the whole second of the first frame of each temporal group (the prompt writes it after the
+group's image tokens).
+"""
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .image_processing import CLIP_MEAN, CLIP_STD, BatchFeature, Glm4vImageProcessor, to_rgb
+
+
+def sample_frame_indices(total_frames, video_fps, fps=2, max_duration=300, duration=None):
+    """Indices of the frames GLM-4.1V looks at, in order, always an even number of them.
+
+    Clips up to `max_duration` seconds: `fps` frames per second. Longer clips: `max_duration · fps`
+    frames spread evenly over the whole clip. `duration` defaults to the reference's estimate
+    round((total_frames - 1) / video_fps) + 1, which counts one second more than a clip lasts.
+    """
+    if total_frames <= 0:
+        raise ValueError(f"video is empty ({total_frames} frames); it needs at least one frame")
+    if not video_fps or video_fps <= 0:
+        raise ValueError(f"video_fps must be the source frame rate (> 0), got {video_fps!r}")
+    last = total_frames - 1
+    duration = duration or round(last / video_fps) + 1
+    if duration <= max_duration:
+        count = max(math.floor(duration * fps), 1)
+        indices = [min(last, math.ceil(i * video_fps / fps)) for i in range(count)]
+    elif total_frames <= max_duration * fps:
+        indices = list(range(total_frames))
+    else:
+        seconds = np.linspace(0, duration, int(max_duration * fps))
+        indices = [min(last, math.ceil(t * video_fps)) for t in seconds]
+    indices = list(dict.fromkeys(indices))  # drop repeats (clamped or too-close samples), keep order
+    if len(indices) % 2:
+        indices.append(indices[-1])  # the last temporal pair needs two frames: repeat the last one
+    return indices
+
+
+def load_video(path):
+    """Decode a video file with PyAV -> ((T, H, W, 3) uint8 frames, {"fps": ..., "duration": ...}).
+
+    Decodes every frame into memory (fine for short clips). Pass the dict on:
+    `processor(frames, **metadata)`.
+    """
+    try:
+        import av
+    except ImportError as error:
+        raise ImportError("reading video files needs PyAV, an optional dependency: pip install av") from error
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+            fps = float(stream.average_rate or 0)
+    except (OSError, av.FFmpegError) as error:
+        raise ValueError(f"cannot read video file {path}: {error}") from error
+    if not frames or not fps:
+        raise ValueError(f"video file {path} has no decodable frames or no frame rate")
+    # transformers' PyAV reader also takes duration = frame count / frame rate.
+    return np.stack(frames), {"fps": fps, "duration": len(frames) / fps}
+
+
+def _is_frame(item):
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        return item.ndim == 3
+    return not isinstance(item, (list, tuple))
+
+
+def _check_video(video):
+    if isinstance(video, (np.ndarray, torch.Tensor)):
+        layout = "(T, C, H, W) torch tensor" if isinstance(video, torch.Tensor) else "(T, H, W, C) numpy array"
+        if video.ndim != 4:
+            raise ValueError(f"a video must be a {layout} or a list of frames, got shape {tuple(video.shape)}")
+        if video.dtype != (torch.uint8 if isinstance(video, torch.Tensor) else np.uint8):
+            raise TypeError(f"a video must be a uint8 {layout} with values 0..255, got dtype {video.dtype}")
+    elif not isinstance(video, (list, tuple)):
+        raise TypeError(f"a video must be an array, a tensor or a list of frames, got {type(video).__name__}")
+    if len(video) == 0:
+        raise ValueError("video is empty (0 frames); it needs at least one frame")
+
+
+def _per_video(value, count, name):
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * count
+    if len(values) != count:
+        raise ValueError(f"got {count} videos but {len(values)} values for {name}; pass one per video")
+    return values
+
+
+class Glm4vVideoProcessor(Glm4vImageProcessor):
+    """Videos -> `pixel_values_videos`, `video_grid_thw` and per-video `timestamps`.
+
+    Defaults are the checkpoint's video_preprocessor_config.json: the same pipeline as images with a
+    pixel budget of 47,040,000 for all frames of a clip together, sampled at 2 fps over at most 300 s.
+    """
+
+    config_name = "video_preprocessor_config.json"
+    type_key = "video_processor_type"
+    config_keys = Glm4vImageProcessor.config_keys + ("fps", "max_duration")
+
+    def __init__(self, min_pixels=12544, max_pixels=47040000, patch_size=14, temporal_patch_size=2,
+                 merge_size=2, image_mean=CLIP_MEAN, image_std=CLIP_STD, fps=2, max_duration=300):
+        super().__init__(min_pixels, max_pixels, patch_size, temporal_patch_size, merge_size, image_mean, image_std)
+        self.fps, self.max_duration = fps, max_duration
+
+    def __call__(self, videos, fps=None, duration=None, sample_frames=True, return_tensors="pt"):
+        """`videos`: one video or a list of them; `fps` (source frame rate) and `duration` (seconds):
+        one value, or a list with one per video.
+
+        With `sample_frames=True` the source fps is required. With `sample_frames=False` every frame
+        is used (an odd count gets its last frame repeated) and fps only dates the frames: without
+        it 24 is assumed, with a warning, as transformers does.
+        """
+        if return_tensors != "pt":
+            raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
+        is_one_video = isinstance(videos, (np.ndarray, torch.Tensor)) or (
+            isinstance(videos, (list, tuple)) and len(videos) > 0 and _is_frame(videos[0]))
+        videos = [videos] if is_one_video else list(videos)
+        if not videos:
+            raise ValueError("no videos given; pass one video or a non-empty list of videos")
+        rows, grids, timestamps = [], [], []
+        for video, video_fps, seconds in zip(videos, _per_video(fps, len(videos), "fps"),
+                                             _per_video(duration, len(videos), "duration")):
+            _check_video(video)
+            if sample_frames:
+                if video_fps is None:
+                    raise ValueError(f"fps (the source frame rate) is needed to sample {self.fps} frames per "
+                                     "second; pass fps=..., or sample_frames=False to use every frame")
+                indices = sample_frame_indices(len(video), video_fps, self.fps, self.max_duration, seconds)
+            else:
+                indices = list(range(len(video)))
+                if video_fps is None:
+                    warnings.warn("no fps given: assuming 24 frames per second for the frame timestamps")
+                    video_fps = 24
+            frames = [to_rgb(video[i]) for i in indices]
+            if len({frame.size for frame in frames}) > 1:
+                raise ValueError(f"all frames of a video must have the same size, got "
+                                 f"{sorted({frame.size for frame in frames})} (width, height)")
+            video_rows, grid = self.encode_frames(frames)
+            rows.append(video_rows)
+            grids.append(grid)
+            # One timestamp per temporal group (its first frame), in whole seconds as the prompt shows them.
+            timestamps.append([int(i / video_fps) for i in indices[::self.temporal_patch_size]])
+        return BatchFeature(pixel_values_videos=torch.cat(rows), video_grid_thw=torch.stack(grids),
+                            timestamps=timestamps)

@@ -1,0 +1,321 @@
+"""minglm4v.image_processing against transformers' Glm4vImageProcessorPil and hand-computed layouts."""
+
+import json
+import warnings
+
+import matplotlib.cbook
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+from transformers.models.glm4v.image_processing_pil_glm4v import smart_resize as oracle_smart_resize
+
+from minglm4v.image_processing import (
+    CLIP_MEAN,
+    CLIP_STD,
+    Glm4vImageProcessor,
+    patchify,
+    smart_resize,
+    to_rgb,
+    unnormalize,
+    unpatchify,
+)
+
+GRACE_HOPPER = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+CHECKPOINT_SIZE = {"shortest_edge": 12544, "longest_edge": 9633792}
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    # The checkpoint's values, passed explicitly: the class default longest_edge is 11,760,000.
+    return Glm4vImageProcessorPil(size=CHECKPOINT_SIZE, image_mean=CLIP_MEAN, image_std=CLIP_STD)
+
+
+@pytest.fixture(scope="module")
+def ours():
+    return Glm4vImageProcessor()
+
+
+def noise_image(height, width, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def grace_hopper():
+    with Image.open(GRACE_HOPPER) as image:
+        return image.convert("RGB")
+
+
+def assert_same_as_oracle(oracle, ours, images):
+    expected = oracle(images=images, return_tensors="pt")
+    actual = ours(images=images)
+    assert torch.equal(actual["image_grid_thw"], expected["image_grid_thw"])
+    assert actual["pixel_values"].dtype == torch.float32 and actual["image_grid_thw"].dtype == torch.int64
+    torch.testing.assert_close(actual["pixel_values"], expected["pixel_values"], rtol=0, atol=1e-6)
+
+
+# Reference §6.2: measured (height, width) -> resized (height, width) for images.
+@pytest.mark.parametrize("size, resized", [
+    ((224, 224), (224, 224)), ((336, 336), (336, 336)), ((448, 448), (448, 448)),
+    ((480, 640), (476, 644)), ((768, 1024), (756, 1036)), ((1080, 1920), (1092, 1932)),
+    ((2160, 3840), (1624, 2912)), ((100, 100), (112, 112)), ((28, 28), (84, 84)),
+    ((10, 10), (84, 84)), ((50, 2000), (56, 1988)),
+])
+def test_smart_resize_measured_examples(size, resized):
+    assert smart_resize(2, *size) == resized
+
+
+def test_smart_resize_matches_oracle_on_a_sweep():
+    rng = np.random.default_rng(1)
+    cases = [(int(t), int(h), int(w)) for t, h, w in zip(rng.integers(2, 40, 300), rng.integers(1, 5000, 300),
+                                                          rng.integers(1, 5000, 300))]
+    cases += [(2, 1, 1), (2, 3, 5), (2, 27, 27), (2, 42, 42), (2, 70, 70), (3, 100, 100), (20, 720, 1280)]
+    for t, h, w in cases:
+        for max_pixels in (9633792, 47040000):
+            kwargs = dict(temporal_factor=2, factor=28, min_pixels=12544, max_pixels=max_pixels)
+            try:
+                expected = oracle_smart_resize(t, h, w, **kwargs)
+            except ValueError:
+                with pytest.raises(ValueError, match="aspect ratio"):
+                    smart_resize(t, h, w, **kwargs)
+                continue
+            assert smart_resize(t, h, w, **kwargs) == expected, (t, h, w, max_pixels)
+
+
+@pytest.mark.parametrize("height, width", [(20, 5000), (28, 5628), (1, 201), (5628, 28)])
+def test_smart_resize_rejects_extreme_aspect_ratio(height, width):
+    with pytest.raises(ValueError, match="aspect ratio must be smaller than 200"):
+        smart_resize(2, height, width)
+
+
+def test_smart_resize_rejects_zero_size_and_too_few_frames():
+    with pytest.raises(ValueError, match="zero size"):
+        smart_resize(2, 0, 10)
+    with pytest.raises(ValueError, match="temporal_factor"):
+        smart_resize(1, 100, 100)
+
+
+SIZES = [
+    (1, 1), (3, 5), (10, 10), (27, 29), (28, 28), (100, 100),  # tiny: scaled up
+    (224, 224), (336, 336), (480, 640), (768, 1024), (1080, 1920), (2160, 3840),  # reference §6.2
+    (50, 2000), (1, 200), (5600, 28), (3000, 20), (13, 999),  # extreme aspect ratios
+    (333, 777), (4000, 1000),  # odd / large
+]
+
+
+@pytest.mark.parametrize("height, width", SIZES)
+def test_matches_oracle_over_sizes(oracle, ours, height, width):
+    assert_same_as_oracle(oracle, ours, noise_image(height, width, seed=height * 7919 + width))
+
+
+@pytest.mark.parametrize("crop", [None, (0, 0, 600, 512), (100, 200, 113, 400), (0, 250, 600, 260), (40, 0, 41, 1)])
+def test_matches_oracle_on_a_real_photo(oracle, ours, crop):
+    image = grace_hopper()
+    assert_same_as_oracle(oracle, ours, image if crop is None else image.crop(crop))
+
+
+def test_matches_oracle_on_a_path_to_an_opaque_photo(oracle, ours):
+    assert_same_as_oracle(oracle, ours, GRACE_HOPPER)
+    assert_same_as_oracle(oracle, ours, str(GRACE_HOPPER))
+
+
+MODES = ["RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "I", "F", "1", "YCbCr", "RGBX", "RGBa", "HSV", "LAB"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_matches_oracle_over_pil_modes(oracle, ours, mode):
+    rgba = np.random.default_rng(2).integers(0, 256, (45, 61, 4), dtype=np.uint8)
+    assert_same_as_oracle(oracle, ours, Image.fromarray(rgba).convert(mode))
+
+
+def test_matches_oracle_on_16_bit_and_transparency_key(oracle, ours):
+    rng = np.random.default_rng(3)
+    assert_same_as_oracle(oracle, ours, Image.fromarray(rng.integers(0, 65536, (45, 61), dtype=np.uint16)))
+    palette = noise_image(45, 61).quantize(16)
+    palette.info["transparency"] = 3
+    assert_same_as_oracle(oracle, ours, palette)
+    grey = Image.fromarray(rng.integers(0, 256, (45, 61), dtype=np.uint8))
+    grey.info["transparency"] = 17
+    assert_same_as_oracle(oracle, ours, grey)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_matches_oracle_on_arrays_and_tensors(oracle, ours, channels):
+    hwc = np.random.default_rng(channels).integers(0, 256, (50, 70, channels), dtype=np.uint8)
+    assert_same_as_oracle(oracle, ours, hwc)
+    assert_same_as_oracle(oracle, ours, torch.from_numpy(hwc).permute(2, 0, 1))
+
+
+def test_matches_oracle_on_a_mixed_batch(oracle, ours):
+    batch = [grace_hopper(), noise_image(30, 900), Image.fromarray(np.zeros((64, 64, 4), np.uint8)), noise_image(7, 7)]
+    assert_same_as_oracle(oracle, ours, batch)
+    assert ours(batch).image_grid_thw.shape == (4, 3)
+
+
+def test_16_bit_values_are_clipped_not_rescaled(ours):
+    # Documented oracle behaviour we keep: PIL's I;16 -> RGB clips at 255.
+    for value, expected in [(100, 100 / 255), (1000, 1.0)]:
+        image = Image.fromarray(np.full((56, 112), value, dtype=np.uint16))
+        out = ours(image)
+        pixels = unnormalize(unpatchify(out.pixel_values, out.image_grid_thw)[0])
+        torch.testing.assert_close(pixels, torch.full_like(pixels, expected), rtol=0, atol=1e-6)
+
+
+def test_transparent_file_is_composited_onto_white_by_path_too(oracle, ours, tmp_path):
+    rgba = np.random.default_rng(4).integers(0, 256, (40, 60, 4), dtype=np.uint8)
+    rgba[:20, :, 3] = 0
+    path = tmp_path / "cutout.png"
+    Image.fromarray(rgba).save(path)
+    with Image.open(path) as opened:
+        assert_same_as_oracle(oracle, ours, opened)  # opened first: both composite onto white
+    by_path = ours(path).pixel_values
+    assert torch.equal(by_path, ours(Image.fromarray(rgba)).pixel_values)
+    # transformers opens paths with a plain convert("RGB"), keeping the hidden colours: a known divergence.
+    assert not torch.allclose(by_path, oracle(images=str(path), return_tensors="pt")["pixel_values"])
+
+
+def test_path_is_turned_upright_by_exif_orientation(oracle, ours, tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    noise_image(60, 200).save(path, exif=exif)
+    assert ours(path).image_grid_thw.tolist() == [[1, 14, 4]]  # 196×56 upright; on disk it is 60×200
+    assert_same_as_oracle(oracle, ours, str(path))
+
+
+def test_row_layout_matches_the_reference_description():
+    # §2.1: row (bh, bw, mi, mj) holds patch (2bh + mi, 2bw + mj); column c·392 + t·196 + i·14 + j.
+    frames = torch.randn(2, 3, 56, 84)
+    rows, grid = patchify(frames)
+    assert grid.tolist() == [1, 4, 6] and rows.shape == (24, 1176)
+    for bh in range(2):
+        for bw in range(3):
+            for mi in range(2):
+                for mj in range(2):
+                    row = rows[(bh * 3 + bw) * 4 + mi * 2 + mj].view(3, 2, 14, 14)  # (c, t, i, j)
+                    y, x = (2 * bh + mi) * 14, (2 * bw + mj) * 14
+                    expected = frames[:, :, y:y + 14, x:x + 14].transpose(0, 1)
+                    assert torch.equal(row, expected)
+
+
+def test_still_image_is_duplicated_to_two_identical_frames(ours):
+    pixel_values = ours(grace_hopper()).pixel_values.view(-1, 3, 2, 14, 14)
+    assert torch.equal(pixel_values[:, :, 0], pixel_values[:, :, 1])
+
+
+def test_unpatchify_round_trips_exactly(ours):
+    out = ours([grace_hopper(), noise_image(100, 300)])
+    images = unpatchify(out.pixel_values, out.image_grid_thw)
+    assert [tuple(image.shape) for image in images] == [(2, 3, 588, 504), (2, 3, 112, 308)]
+    assert torch.equal(torch.cat([patchify(image)[0] for image in images]), out.pixel_values)
+    frames = torch.randn(6, 3, 28, 56)
+    rows, grid = patchify(frames)
+    assert torch.equal(unpatchify(rows, grid[None])[0], frames)
+
+
+def test_unnormalize_gives_the_resized_photo(ours):
+    image = grace_hopper()
+    out = ours(image)
+    (frames,) = unpatchify(out.pixel_values, out.image_grid_thw)
+    resized = np.array(image.resize((504, 588), Image.Resampling.BICUBIC))
+    expected = torch.from_numpy(resized).permute(2, 0, 1).float() / 255
+    torch.testing.assert_close(unnormalize(frames[0]), expected, rtol=0, atol=1e-6)
+
+
+def test_output_allows_attribute_access(ours):
+    out = ours(noise_image(56, 56))
+    assert out.pixel_values is out["pixel_values"] and set(out) == {"pixel_values", "image_grid_thw"}
+    with pytest.raises(AttributeError):
+        out.pixel_values_videos
+
+
+def test_save_pretrained_is_readable_by_transformers(oracle, ours, tmp_path):
+    path = Glm4vImageProcessor(min_pixels=20000, max_pixels=400000).save_pretrained(tmp_path)
+    theirs = Glm4vImageProcessorPil.from_pretrained(tmp_path)
+    assert (theirs.size.shortest_edge, theirs.size.longest_edge) == (20000, 400000)
+    assert tuple(theirs.image_mean) == CLIP_MEAN and tuple(theirs.image_std) == CLIP_STD
+    assert Glm4vImageProcessor.from_pretrained(tmp_path).to_dict() == json.loads(path.read_text())
+    image = noise_image(900, 700)
+    torch.testing.assert_close(Glm4vImageProcessor.from_pretrained(tmp_path)(image).pixel_values,
+                               theirs(images=image, return_tensors="pt")["pixel_values"], rtol=0, atol=1e-6)
+    # Same keys and values as transformers writes for the checkpoint, plus the hub file's processor_class.
+    oracle.save_pretrained(tmp_path / "oracle")
+    expected = json.loads((tmp_path / "oracle" / "preprocessor_config.json").read_text())
+    assert ours.to_dict() == {**expected, "processor_class": "Glm4vProcessor"}
+
+
+def test_from_pretrained_reads_the_checkpoint_file(tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({
+        "size": {"shortest_edge": 12544, "longest_edge": 9633792}, "do_rescale": True, "patch_size": 14,
+        "temporal_patch_size": 2, "merge_size": 2, "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD),
+        "image_processor_type": "Glm4vImageProcessor", "processor_class": "Glm4vProcessor"}))
+    loaded = Glm4vImageProcessor.from_pretrained(tmp_path)
+    assert loaded.to_dict() == Glm4vImageProcessor().to_dict()
+
+
+def test_from_pretrained_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no preprocessor_config.json"):
+        Glm4vImageProcessor.from_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"do_normalize": False}))
+    with pytest.raises(ValueError, match="do_normalize=False; only do_normalize=True is implemented"):
+        Glm4vImageProcessor.from_pretrained(tmp_path)
+
+
+def test_rejects_extreme_aspect_ratio_and_zero_size(ours):
+    with pytest.raises(ValueError, match="aspect ratio must be smaller than 200"):
+        ours(noise_image(20, 5000))
+    with pytest.raises(ValueError, match="zero size"):
+        ours(Image.new("RGB", (0, 10)))
+    with pytest.raises(ValueError, match="zero size"):
+        ours(np.zeros((10, 0, 3), np.uint8))
+
+
+def test_unreadable_files_name_the_file(ours, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot read image file .*broken.png"):
+        ours(broken)
+    truncated = tmp_path / "truncated.jpg"
+    grace_hopper().save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="cannot read image file .*truncated.jpg"):
+        ours(str(truncated))
+    with pytest.raises(ValueError, match="cannot read image file .*missing.png"):
+        ours(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("side", [40, 100])  # 1600 px: PIL warns; 10000 px: PIL raises
+def test_decompression_bomb_limit_gives_a_clear_error(ours, tmp_path, monkeypatch, side):
+    path = tmp_path / "big.png"
+    noise_image(side, side).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning level must not leak out as a warning either
+        with pytest.raises(ValueError, match=r"big.png is over PIL's decompression-bomb limit.*MAX_IMAGE_PIXELS = None"):
+            ours(path)
+
+
+@pytest.mark.parametrize("image, error, message", [
+    (np.zeros((40, 50), np.uint8), ValueError, r"\(H, W, C\) numpy array with C = 1, 3 or 4.*got shape \(40, 50\)"),
+    (np.zeros((40, 50, 2), np.uint8), ValueError, r"got shape \(40, 50, 2\)"),
+    (torch.zeros(40, 50, 3, dtype=torch.uint8), ValueError, r"\(C, H, W\) torch tensor.*channels-first"),
+    (np.zeros((40, 50, 3), np.float32), TypeError, "uint8 .* got dtype float32"),
+    (torch.zeros(3, 40, 50), TypeError, "uint8 .* got dtype float32"),
+    ([[1, 2], [3, 4]], TypeError, "got list"),
+    (42, TypeError, "got int"),
+])
+def test_rejects_wrong_inputs(ours, image, error, message):
+    with pytest.raises(error, match=message):
+        ours([image])
+
+
+def test_rejects_empty_batch_and_other_tensor_types(ours):
+    with pytest.raises(ValueError, match="no images given"):
+        ours([])
+    with pytest.raises(ValueError, match="only return_tensors='pt'"):
+        ours(noise_image(56, 56), return_tensors="np")
+
+
+def test_to_rgb_rejects_unconvertible_mode():
+    with pytest.raises(ValueError, match="cannot convert a PIL image of mode La to RGB"):
+        to_rgb(Image.new("La", (4, 4)))
