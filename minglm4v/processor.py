@@ -25,6 +25,7 @@ import torch
 
 from .chat_template import apply_chat_template, content_item_type
 from .image_processing import BatchFeature, Glm4vImageProcessor
+from .rope import token_types
 from .tokenizer import Glm4vTokenizer
 from .video_processing import Glm4vVideoProcessor
 
@@ -128,13 +129,7 @@ class Glm4vProcessor:
     def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L) 0 text, 1 <|image|> of an image, 2 <|image|> inside a video span."""
         tok = self.tokenizer
-        opened = (input_ids == tok.begin_of_video_id).cumsum(-1)
-        closed = (input_ids == tok.end_of_video_id).cumsum(-1)
-        is_image_token = input_ids == tok.image_token_id
-        types = torch.zeros_like(input_ids)
-        types[is_image_token] = 1
-        types[is_image_token & (opened > closed)] = 2
-        return types
+        return token_types(input_ids, tok.image_token_id, tok.begin_of_video_id, tok.end_of_video_id)
 
     @staticmethod
     def _render(messages: list) -> tuple[list[str], list | None, list | None]:
