@@ -168,7 +168,9 @@ def patchify(frames, patch_size=14, temporal_patch_size=2, merge_size=2):
 
 
 def unpatchify(pixel_values, grid_thw, patch_size=14, temporal_patch_size=2, merge_size=2):
-    """Undo `patchify`: rows of all images/videos -> list of (grid_t·temporal_patch_size, C, H, W)."""
+    """Undo `patchify`: rows of all images/videos -> list of (grid_t·temporal_patch_size, C, H, W).
+    `grid_thw` is (n, 3), or the single (3,) grid `patchify` returns."""
+    grid_thw = torch.as_tensor(grid_thw).reshape(-1, 3)
     counts = grid_thw.prod(-1).tolist()
     if sum(counts) != pixel_values.shape[0]:
         raise ValueError(f"image_grid_thw describes {sum(counts)} patches but pixel_values has "

@@ -211,6 +211,7 @@ def test_unpatchify_round_trips_exactly(ours):
     frames = torch.randn(6, 3, 28, 56)
     rows, grid = patchify(frames)
     assert torch.equal(unpatchify(rows, grid[None])[0], frames)
+    assert torch.equal(unpatchify(rows, grid)[0], frames)  # patchify's own (3,) grid works too
 
 
 def test_unnormalize_gives_the_resized_photo(ours):
