@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import rope
+from . import generation, rope
 from .config import Glm4vConfig
 from .decoder import Glm4vTextModel
 from .vision import Glm4vVisionModel
@@ -133,3 +133,16 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
             # token i predicts label i + 1; -100 marks positions without a target
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         return Glm4vOutput(logits=logits, loss=loss, rope_deltas=rope_deltas)
+
+    def generate(self, input_ids, *, attention_mask=None, pixel_values=None, image_grid_thw=None,
+                 pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None, max_new_tokens=256,
+                 do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+                 eos_token_id=None, generator=None, streamer=None, thinking_budget=None, thinking_end_ids=None):
+        """Prompt (B, L) -> (B, L + new) token ids; see `minglm4v.generation.generate`."""
+        return generation.generate(
+            self, input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
+            mm_token_type_ids=mm_token_type_ids, max_new_tokens=max_new_tokens, do_sample=do_sample,
+            temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+            eos_token_id=eos_token_id, generator=generator, streamer=streamer, thinking_budget=thinking_budget,
+            thinking_end_ids=thinking_end_ids)

@@ -1,0 +1,288 @@
+"""The command line: `python -m minglm4v chat | info | check` (also installed as `minglm4v`).
+
+    chat  [--model DIR] [--image PATH ...|--video PATH] QUESTION   stream the model's reply; the
+          thinking (<think>...</think>) is shown only with --show-thinking, the answer always
+    info  DIR    config summary, parameters per component, dtype, bytes on disk
+    check DIR    run minglm4v and transformers on the same checkpoint and input and print the
+                 largest difference after every component (the tool for real 9B weights)
+
+DIR is an HF-layout model directory: config.json, safetensors, tokenizer files and
+preprocessor_config.json (a GLM-4.1V-9B-Thinking download works unchanged). Without --model, chat
+uses the bundled micro model in data/micro-model. No counterpart in transformers.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .chat_template import parse_thinking
+from .config import Glm4vConfig
+from .model import Glm4vForConditionalGeneration
+from .processor import Glm4vProcessor
+from .streaming import TextStreamer
+from .video_processing import load_video
+from .weights import checkpoint_files
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "micro-model"
+TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+class CliError(Exception):
+    """A problem with the user's input: printed as one line, no traceback."""
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()  # the reply streams token by token
+
+
+# ----------------------------------------------------------------------------- chat
+class ReplyPrinter:
+    """Receives streamed text and prints it in two sections, split at the thinking tags (single
+    tokens, so a chunk holds a tag whole or, at worst, its start). Text before the first tag is held
+    back: it is thinking if `</think>` follows (a prompt that pre-filled `<think>`), dropped if
+    `<think>` or `<answer>` follows, and the answer if no tag ever comes."""
+
+    OPENS = {"<think>": "think", "</think>": "answer", "<answer>": "answer", "</answer>": "done"}
+    CLOSES = {"</think>": "think", "</answer>": "answer"}
+
+    def __init__(self, show_thinking: bool, write):
+        self.show_thinking, self.write = show_thinking, write
+        self.section, self.pending, self.text, self.fresh = None, "", "", True
+
+    def __call__(self, text: str) -> None:
+        self.text += text
+        self.pending += text
+        while hits := [(self.pending.find(tag), tag) for tag in self.OPENS if tag in self.pending]:
+            at, tag = min(hits)
+            if self.section is not None:
+                self._out(self.pending[:at])
+            elif tag in self.CLOSES:
+                self._enter(self.CLOSES[tag])
+                self._out(self.pending[:at])
+            self.pending = self.pending[at + len(tag):]
+            self._enter(self.OPENS[tag])
+        if self.section is not None:  # hold back only what could be the start of a tag
+            keep = max((k for tag in self.OPENS for k in range(1, len(tag)) if self.pending.endswith(tag[:k])),
+                       default=0)
+            self._out(self.pending[:len(self.pending) - keep])
+            self.pending = self.pending[len(self.pending) - keep:]
+
+    def end(self) -> None:
+        if self.section is None:
+            self._enter("answer")
+        self._out(self.pending)
+        self.pending = ""
+        self.write("\n")
+
+    def _enter(self, section: str) -> None:
+        if section in ("think", "answer") and section != self.section:
+            if self.show_thinking:
+                self.write(("\n\n" if self.section else "") + ("[thinking]\n" if section == "think" else "[answer]\n"))
+            self.fresh = True
+        self.section = section
+
+    def _out(self, text: str) -> None:
+        if self.section == "answer" or self.section == "think" and self.show_thinking:
+            text = text.lstrip() if self.fresh else text
+            if text:
+                self.write(text)
+                self.fresh = False
+
+
+def _model_dir(path) -> Path:
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        hint = ("the bundled micro model is made by `python scripts/train_micro_model.py`; "
+                if directory == DEFAULT_MODEL else "")
+        raise CliError(f"no model in {directory} (no config.json): {hint}pass --model DIR with a downloaded "
+                       f"checkpoint, e.g. `huggingface-cli download zai-org/GLM-4.1V-9B-Thinking --local-dir DIR`")
+    return directory
+
+
+def _device_and_dtype(device: str, dtype: str):
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: CUDA is not available in this PyTorch; use --device cpu")
+    return torch.device(device), None if dtype == "auto" else getattr(torch, dtype)
+
+
+def chat(args) -> int:
+    if args.max_new_tokens < 1:
+        raise CliError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.temperature == 0 and (args.top_p is not None or args.top_k is not None or args.seed is not None):
+        raise CliError("--top-p, --top-k and --seed only apply when sampling; add --temperature T (> 0)")
+    directory = _model_dir(args.model)
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    processor = Glm4vProcessor.from_pretrained(directory)
+    content = [{"type": "image", "image": path} for path in args.image or []]
+    video_kwargs = {}
+    if args.video:
+        frames, video_kwargs = load_video(args.video)
+        content.append({"type": "video", "video": frames})
+    inputs = processor(messages=[{"role": "user", "content": content + [{"type": "text", "text": args.question}]}],
+                       **video_kwargs)
+    model = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device=device)
+    limit, length = model.config.text_config.max_position_embeddings, inputs["input_ids"].shape[1]
+    if length >= limit:
+        raise CliError(f"the prompt is {length} tokens but the model supports {limit} positions "
+                       f"(max_position_embeddings); use fewer or smaller images, a shorter video or question")
+    new_tokens = min(args.max_new_tokens, limit - length)
+    if new_tokens < args.max_new_tokens:
+        print(f"note: only {new_tokens} new tokens fit after the {length}-token prompt", file=sys.stderr)
+    tokenizer = processor.tokenizer
+    printer = ReplyPrinter(args.show_thinking, write)
+    sampling = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                    generator=torch.Generator(device).manual_seed(args.seed) if args.seed is not None else None)
+    budget = {}
+    if args.thinking_budget is not None:
+        budget = dict(thinking_budget=args.thinking_budget,
+                      thinking_end_ids=tokenizer.convert_tokens_to_ids(["</think>", "<answer>"]))
+    model.generate(**{k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)},
+                   max_new_tokens=new_tokens, streamer=TextStreamer(tokenizer, on_text=printer),
+                   **(sampling if args.temperature > 0 else {}), **budget)
+    printer.end()
+    thinking, answer = parse_thinking(printer.text)
+    if not answer and "</think>" not in printer.text:
+        print(f"note: the reply stopped while still thinking ({new_tokens} tokens); raise --max-new-tokens "
+              f"or cap the thinking with --thinking-budget N (or see it with --show-thinking)", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- info
+COMPONENTS = ("vision tower", "merger", "language model", "lm_head")
+
+
+def component(key: str) -> str:
+    """Which part of the model a checkpoint tensor belongs to (the 2x2 downsample counts as merger)."""
+    if key.startswith(("model.visual.merger.", "model.visual.downsample.")):
+        return "merger"
+    if key.startswith("model.visual."):
+        return "vision tower"
+    if key.startswith("model.language_model."):
+        return "language model"
+    return "lm_head" if key.startswith("lm_head.") else "other"
+
+
+def info(args) -> int:
+    from safetensors import safe_open
+    directory = _model_dir(args.dir)
+    config = Glm4vConfig.from_pretrained(directory)
+    t, v = config.text_config, config.vision_config
+    counts, dtypes = dict.fromkeys(COMPONENTS, 0), {}
+    files = checkpoint_files(directory)
+    for path in files:
+        with safe_open(path, framework="pt") as f:
+            for key in f.keys():
+                tensor = f.get_slice(key)
+                part = component(key)
+                counts[part] = counts.get(part, 0) + torch.Size(tensor.get_shape()).numel()
+                dtypes[tensor.get_dtype()] = dtypes.get(tensor.get_dtype(), 0) + 1
+    write(f"model      {directory}\n"
+          f"text       {t.num_hidden_layers} layers, hidden {t.hidden_size}, {t.num_attention_heads} heads "
+          f"({t.num_key_value_heads} kv), mlp {t.intermediate_size}, vocab {t.vocab_size}, "
+          f"max positions {t.max_position_embeddings}, mrope {t.mrope_section}\n"
+          f"vision     {v.depth} blocks, hidden {v.hidden_size}, {v.num_heads} heads, patch {v.patch_size}, "
+          f"merge {v.spatial_merge_size}x{v.spatial_merge_size}, out {v.out_hidden_size}\n"
+          f"eos        {t.eos_token_id}, pad {t.pad_token_id}, image token {config.image_token_id}\n")
+    for name, count in counts.items():
+        write(f"  {name:<16}{count:>16,} parameters\n")
+    write(f"  {'total':<16}{sum(counts.values()):>16,} parameters\n")
+    write(f"dtype      {', '.join(f'{d} ({n} tensors)' for d, n in sorted(dtypes.items()))}\n"
+          f"on disk    {sum(p.stat().st_size for p in files):,} bytes in {len(files)} safetensors file(s)\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------- check
+def check_inputs(config: Glm4vConfig) -> dict:
+    """A 112x112 picture (8x8 patches -> 16 image tokens) between a few text tokens."""
+    from PIL import Image
+
+    from .image_processing import Glm4vImageProcessor
+    ramp = torch.linspace(0, 255, 112).to(torch.uint8)
+    pixels = torch.stack([ramp[:, None].expand(112, 112), ramp[None, :].expand(112, 112),
+                          ramp.flip(0)[:, None].expand(112, 112)], dim=-1)
+    image = Glm4vImageProcessor()(Image.fromarray(pixels.numpy()))
+    slots = int(image["image_grid_thw"].prod()) // config.vision_config.spatial_merge_size ** 2
+    ids = [11, 12, 13, config.image_start_token_id] + [config.image_token_id] * slots + \
+          [config.image_end_token_id, 14, 15, 16]
+    input_ids = torch.tensor([ids])
+    types = (input_ids == config.image_token_id).long()
+    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), mm_token_type_ids=types, **image)
+
+
+def check(args) -> int:
+    try:
+        import transformers
+    except ImportError:
+        raise CliError("check compares against transformers, which is not installed: pip install transformers")
+    directory = _model_dir(args.dir)
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    ours = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device=device)
+    dtype = next(ours.parameters()).dtype
+    theirs = transformers.Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype).to(device).eval()
+    v, t = ours.config.vision_config, ours.config.text_config
+    names = (["model.visual.patch_embed"] + [f"model.visual.blocks.{i}" for i in range(v.depth)]
+             + ["model.visual.merger", "model.language_model.embed_tokens"]
+             + [f"model.language_model.layers.{i}" for i in range(t.num_hidden_layers)]
+             + ["model.language_model.norm", "lm_head"])
+    outputs = {}
+    for label, model in (("ours", ours), ("theirs", theirs)):
+        def keep(name):
+            return lambda module, args, out: outputs.setdefault((label, name), out[0] if isinstance(out, tuple) else out)
+        hooks = [model.get_submodule(name).register_forward_hook(keep(name)) for name in names]
+        with torch.no_grad():
+            model(**{k: x.to(device) for k, x in check_inputs(ours.config).items()})
+        for hook in hooks:
+            hook.remove()
+    write(f"{'component':<36}{'shape':>18}{'max |ours - transformers|':>28}{'max |transformers|':>20}\n")
+    for name in names:
+        a, b = outputs[("ours", name)].float(), outputs[("theirs", name)].float()
+        if a.shape != b.shape:
+            raise CliError(f"{name}: output shapes differ, ours {tuple(a.shape)} vs transformers {tuple(b.shape)}")
+        write(f"{name:<36}{str(tuple(a.shape)):>18}{(a - b).abs().max().item():>28.3e}{b.abs().max().item():>20.3e}\n")
+    logits = outputs[("ours", "lm_head")].float(), outputs[("theirs", "lm_head")].float()
+    relative = ((logits[0] - logits[1]).abs().max() / logits[1].abs().max()).item()
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+    same_next = torch.equal(logits[0][0, -1].argmax(), logits[1][0, -1].argmax())
+    ok = relative <= tolerance and same_next
+    write(f"logits: relative difference {relative:.2e} (tolerance {tolerance:.0e} in {str(dtype)[6:]}), "
+          f"same next token: {same_next} -> {'OK' if ok else 'MISMATCH'}\n")
+    return 0 if ok else 1
+
+
+# ----------------------------------------------------------------------------- entry point
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m minglm4v", description="GLM-4.1V-Thinking from scratch")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("chat", help="ask a question about images or a video, stream the reply")
+    c.add_argument("question")
+    c.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory (default: the bundled micro model)")
+    media = c.add_mutually_exclusive_group()
+    media.add_argument("--image", action="append", metavar="PATH", help="an image file (repeat for several)")
+    media.add_argument("--video", metavar="PATH", help="a video file (needs PyAV: pip install av)")
+    c.add_argument("--max-new-tokens", type=int, default=1024)
+    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    c.add_argument("--top-p", type=float)
+    c.add_argument("--top-k", type=int)
+    c.add_argument("--seed", type=int, help="makes sampling reproducible")
+    c.add_argument("--thinking-budget", type=int, metavar="N", help="after N tokens of thinking, make it answer")
+    c.add_argument("--show-thinking", action="store_true", help="print the thinking as well as the answer")
+    sub.add_parser("info", help="summarise a model directory").add_argument("dir")
+    k = sub.add_parser("check", help="compare minglm4v with transformers on a checkpoint")
+    k.add_argument("dir")
+    for command in (c, k):
+        command.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+        command.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                             help="auto = as stored in the checkpoint")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return {"chat": chat, "info": info, "check": check}[args.command](args)
+    except (CliError, FileNotFoundError, ValueError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,221 @@
+"""Generating text with GLM-4.1V: a KV cache, M-RoPE positions while decoding, greedy and sampled
+next tokens, eos/padding, streaming and a thinking budget.
+
+Corresponds to transformers' `GenerationMixin.generate` (greedy search and sampling only), `DynamicCache`,
+and the logits processors `RepetitionPenaltyLogitsProcessor`, `TemperatureLogitsWarper`,
+`TopKLogitsWarper`, `TopPLogitsWarper` (applied in that order, as transformers does).
+
+    input_ids (B, L), left-padded      -> generate(model, ...)      -> (B, L + new) token ids
+    prefill:  one forward over the prompt (images/videos included) fills the cache and gives each
+              row's rope delta; the k-th new token sits at max prompt position + 1 + k in all three
+              M-RoPE streams (text tokens advance t, h and w together).
+    decode:   one forward per step on the single newest token; the cache holds post-RoPE keys.
+
+The model knows nothing about this module: it only calls `cache.update` and reads `cache.length`.
+"""
+
+import torch
+
+
+class KVCache:
+    """Keys and values of every decoder layer, each (B, kv_heads, S, head_dim), grown along S.
+
+    Concatenating per step copies the cache once per token; on CPU that measured as fast as writing
+    into a preallocated buffer (benchmarks/bench_generate.py), because attention reads (and the
+    grouped-query repeat copies) the whole cache every step anyway. So: the simplest thing."""
+
+    def __init__(self, num_layers: int):
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    @property
+    def length(self) -> int:
+        """Tokens stored by earlier steps (read from the last layer, which a step updates last)."""
+        return 0 if self.keys[-1] is None else self.keys[-1].shape[2]
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
+        """Append this step's k, v (B, kv_heads, L_new, head_dim); return all keys and values so far."""
+        if self.keys[layer_idx] is not None:
+            k = torch.cat([self.keys[layer_idx], k], dim=2)
+            v = torch.cat([self.values[layer_idx], v], dim=2)
+        self.keys[layer_idx], self.values[layer_idx] = k, v
+        return k, v
+
+
+# ----------------------------------------------------------------------------- choosing the next token
+def penalize_repetition(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Make every token already in the sequence (seen (B, V) bool) less likely: positive logits are
+    divided by `penalty`, negative ones multiplied (CTRL-style; dividing a negative would raise it)."""
+    penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(seen, penalized, logits)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row (ties with the k-th included); the rest become -inf."""
+    kth = logits.topk(min(k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose probabilities sum to >= p.
+    A token is kept when the tokens ranked above it hold less than p, so the top one always stays."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    mass_above = probs.cumsum(dim=-1) - probs
+    drop_sorted = mass_above >= p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def next_tokens(logits, seen, *, do_sample, temperature, top_k, top_p, repetition_penalty, generator):
+    """logits (B, V) fp32 -> token ids (B,). The warpers only shape the sampling distribution, so
+    greedy decoding ignores them (and generate() refuses them without do_sample)."""
+    if repetition_penalty != 1.0:
+        logits = penalize_repetition(logits, seen, repetition_penalty)
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+
+# ----------------------------------------------------------------------------- thinking budget
+class ThinkingBudget:
+    """After `budget` generated tokens with no `</think>` among them, force `</think><answer>` (the
+    `end_ids`) into the output, one per step, and let the model write its answer — what the official
+    GLM-4.1V benchmark script does when a reply runs out of tokens while still thinking."""
+
+    def __init__(self, budget: int, end_ids, batch: int, device):
+        self.budget = budget
+        self.end_ids = torch.tensor(end_ids, device=device)
+        self.spent = 0
+        self.closed = torch.zeros(batch, dtype=torch.bool, device=device)  # </think> already in the row
+        self.forcing = torch.full((batch,), -1, device=device)  # index into end_ids to force next, -1: none
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.spent >= self.budget:
+            self.forcing[~self.closed & (self.forcing < 0)] = 0
+        active = self.forcing >= 0
+        tokens = torch.where(active, self.end_ids[self.forcing.clamp(min=0)], tokens)
+        self.forcing = torch.where(active, self.forcing + 1, self.forcing)
+        self.forcing[self.forcing == len(self.end_ids)] = -1
+        self.closed |= tokens == self.end_ids[0]
+        self.spent += 1
+        return tokens
+
+
+# ----------------------------------------------------------------------------- the loop
+@torch.no_grad()
+def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_grid_thw=None,
+             pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None, max_new_tokens=256,
+             do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
+             eos_token_id=None, generator=None, streamer=None, thinking_budget=None, thinking_end_ids=None):
+    """Continue each (left-padded) prompt by up to `max_new_tokens` tokens; returns (B, L + new).
+
+    A row stops at the first of `eos_token_id` (default: text_config.eos_token_id; [] never stops)
+    and is then filled with text_config.pad_token_id until every row has stopped. `streamer` gets
+    `put(ids)` with the prompt (B, L), then each new token (B,), and `end()`. `thinking_budget` with
+    `thinking_end_ids` (ids of `</think>`, `<answer>`) caps the thinking part (see ThinkingBudget)."""
+    text = model.config.text_config
+    eos = text.eos_token_id if eos_token_id is None else eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos)
+    attention_mask = _check_inputs(input_ids, attention_mask, max_new_tokens, text.max_position_embeddings)
+    _check_sampling(do_sample, temperature, top_k, top_p, repetition_penalty, eos, text.vocab_size)
+    if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+        raise TypeError(f"streamer must have put(token_ids) and end() methods (e.g. minglm4v.streaming."
+                        f"TextStreamer), got {type(streamer).__name__}")
+    device, (B, V) = input_ids.device, (input_ids.shape[0], text.vocab_size)
+    budget = None
+    if thinking_budget is not None or thinking_end_ids is not None:
+        _check_thinking(thinking_budget, thinking_end_ids, V)
+        budget = ThinkingBudget(thinking_budget, thinking_end_ids, B, device)
+    seen = None
+    if repetition_penalty != 1.0:  # padding goes to a spare column V, so it never counts as seen
+        seen = torch.zeros(B, V + 1, dtype=torch.bool, device=device)
+        seen = seen.scatter(1, input_ids.masked_fill(attention_mask == 0, V), True)[:, :V]
+    eos, pad = torch.tensor(eos, dtype=torch.long, device=device), text.pad_token_id
+
+    if streamer is not None:
+        streamer.put(input_ids)
+    cache = KVCache(text.num_hidden_layers)
+    out = model(input_ids, attention_mask=attention_mask, pixel_values=pixel_values, image_grid_thw=image_grid_thw,
+                pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
+                mm_token_type_ids=mm_token_type_ids, cache=cache)
+    # rope delta = max prompt position + 1 - real tokens, so this is each row's next position
+    position = attention_mask.sum(dim=-1, keepdim=True) + out.rope_deltas.to(device)  # (B, 1)
+    tokens, finished = [input_ids], torch.zeros(B, dtype=torch.bool, device=device)
+    for step in range(max_new_tokens):
+        logits = out.logits[:, -1].float()
+        token = next_tokens(logits, seen, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                            repetition_penalty=repetition_penalty, generator=generator)
+        if budget is not None:
+            token = budget(token)
+        token = token.masked_fill(finished, pad)
+        tokens.append(token[:, None])
+        if streamer is not None:
+            streamer.put(token)
+        if seen is not None:
+            seen[torch.arange(B, device=device), token] = True
+        finished |= torch.isin(token, eos)
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, 1)], dim=1)
+        out = model(token[:, None], attention_mask=attention_mask, position_ids=position, cache=cache)
+        position = position + 1
+    if streamer is not None:
+        streamer.end()
+    return torch.cat(tokens, dim=1)
+
+
+# ----------------------------------------------------------------------------- argument checks
+def _check_inputs(input_ids, attention_mask, max_new_tokens, max_positions):
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got "
+                         f"{tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
+                         f"{tuple(input_ids.shape)}; they must match")
+    if bool((attention_mask[:, -1] == 0).any()):
+        raise ValueError("a prompt ends in padding (attention_mask[:, -1] == 0): generation appends to the "
+                         "right, so pad on the left (tokenizer/processor padding_side='left')")
+    total = input_ids.shape[1] + max_new_tokens
+    if total > max_positions:
+        raise ValueError(f"prompt of {input_ids.shape[1]} tokens + max_new_tokens {max_new_tokens} = {total} "
+                         f"exceeds the model's max_position_embeddings ({max_positions}); shorten the prompt "
+                         f"(fewer or smaller images) or lower max_new_tokens")
+    return attention_mask.long()
+
+
+def _check_sampling(do_sample, temperature, top_k, top_p, repetition_penalty, eos, vocab):
+    if not do_sample and (temperature != 1.0 or top_k is not None or top_p is not None):
+        raise ValueError("temperature, top_k and top_p only shape sampling; pass do_sample=True to use them "
+                         "(greedy decoding would silently ignore them)")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}; for deterministic output use "
+                         f"do_sample=False")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int (or None), got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+    if not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1.0 = off), got {repetition_penalty}")
+    if any(not isinstance(e, int) or not 0 <= e < vocab for e in eos):
+        raise ValueError(f"eos_token_id must be token ids in [0, {vocab}), got {eos}")
+
+
+def _check_thinking(budget, end_ids, vocab):
+    if budget is None or end_ids is None:
+        raise ValueError("thinking_budget and thinking_end_ids go together: the budget in tokens and the "
+                         "ids of '</think>' and '<answer>' (tokenizer.convert_tokens_to_ids)")
+    if not isinstance(budget, int) or budget < 0:
+        raise ValueError(f"thinking_budget must be an int >= 0, got {budget!r}")
+    if len(end_ids) == 0 or any(not isinstance(i, int) or not 0 <= i < vocab for i in end_ids):
+        raise ValueError(f"thinking_end_ids must be token ids in [0, {vocab}) such as the ids of "
+                         f"['</think>', '<answer>'], got {end_ids!r}")
