@@ -36,8 +36,9 @@ class VisionAttention(nn.Module):
         q, k = apply_vision_rope(q, cos, sin), apply_vision_rope(k, cos, sin)
         out = []
         for qi, ki, vi in zip(*(t.split(seq_lens) for t in (q, k, v))):  # one image at a time
-            qi, ki, vi = (rearrange(t, "n h d -> h n d") for t in (qi, ki, vi))
-            out.append(rearrange(F.scaled_dot_product_attention(qi, ki, vi), "h n d -> n (h d)"))
+            # why the batch axis of 1: CPU SDPA picks another kernel for 3-D inputs; bf16 would drift from HF
+            qi, ki, vi = (rearrange(t, "n h d -> 1 h n d") for t in (qi, ki, vi))
+            out.append(rearrange(F.scaled_dot_product_attention(qi, ki, vi), "1 h n d -> n (h d)"))
         return self.proj(torch.cat(out))
 
 
