@@ -8,6 +8,7 @@ is used, every parameter is filled, and every shape matches. Corresponds to tran
 `PreTrainedModel.from_pretrained` / `save_pretrained` for this one model.
 """
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -104,8 +105,8 @@ class PretrainedMixin:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: t.detach().contiguous().cpu() for k, t in self.state_dict().items()}
-        self.config.dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
-        self.config.save_pretrained(directory)
+        stored_dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
+        dataclasses.replace(self.config, dtype=stored_dtype).save_pretrained(directory)
         limit, shards = parse_size(max_shard_size), [{}]
         sizes = [0]
         for key, tensor in state.items():
