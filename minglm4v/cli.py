@@ -212,6 +212,24 @@ def check_inputs(config: Glm4vConfig) -> dict:
     return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), mm_token_type_ids=types, **image)
 
 
+def component_outputs(model, names: list[str], inputs: dict) -> dict:
+    """{module name: its output (fp32, on the CPU)} for one forward pass, captured with hooks."""
+    outputs = {}
+
+    def keep(name):
+        def hook(module, args, out):  # some transformers layers return (hidden, ...) tuples
+            outputs.setdefault(name, (out[0] if isinstance(out, tuple) else out).detach().float().cpu())
+        return hook
+    hooks = [model.get_submodule(name).register_forward_hook(keep(name)) for name in names]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return outputs
+
+
 def check(args) -> int:
     try:
         import transformers
@@ -219,30 +237,26 @@ def check(args) -> int:
         raise CliError("check compares against transformers, which is not installed: pip install transformers")
     directory = _model_dir(args.dir)
     device, dtype = _device_and_dtype(args.device, args.dtype)
-    ours = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device=device)
-    dtype = next(ours.parameters()).dtype
-    theirs = transformers.Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype).to(device).eval()
-    v, t = ours.config.vision_config, ours.config.text_config
+    # one model at a time, so that checking the 9B model needs the memory of one copy, not two
+    model = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device=device)
+    dtype, v, t = next(model.parameters()).dtype, model.config.vision_config, model.config.text_config
+    inputs = {k: x.to(device) for k, x in check_inputs(model.config).items()}
     names = (["model.visual.patch_embed"] + [f"model.visual.blocks.{i}" for i in range(v.depth)]
              + ["model.visual.merger", "model.language_model.embed_tokens"]
              + [f"model.language_model.layers.{i}" for i in range(t.num_hidden_layers)]
              + ["model.language_model.norm", "lm_head"])
-    outputs = {}
-    for label, model in (("ours", ours), ("theirs", theirs)):
-        def keep(name):
-            return lambda module, args, out: outputs.setdefault((label, name), out[0] if isinstance(out, tuple) else out)
-        hooks = [model.get_submodule(name).register_forward_hook(keep(name)) for name in names]
-        with torch.no_grad():
-            model(**{k: x.to(device) for k, x in check_inputs(ours.config).items()})
-        for hook in hooks:
-            hook.remove()
+    ours = component_outputs(model, names, inputs)
+    del model
+    model = transformers.Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype).to(device).eval()
+    theirs = component_outputs(model, names, inputs)
+    del model
     write(f"{'component':<36}{'shape':>18}{'max |ours - transformers|':>28}{'max |transformers|':>20}\n")
     for name in names:
-        a, b = outputs[("ours", name)].float(), outputs[("theirs", name)].float()
+        a, b = ours[name], theirs[name]
         if a.shape != b.shape:
             raise CliError(f"{name}: output shapes differ, ours {tuple(a.shape)} vs transformers {tuple(b.shape)}")
         write(f"{name:<36}{str(tuple(a.shape)):>18}{(a - b).abs().max().item():>28.3e}{b.abs().max().item():>20.3e}\n")
-    logits = outputs[("ours", "lm_head")].float(), outputs[("theirs", "lm_head")].float()
+    logits = ours["lm_head"], theirs["lm_head"]
     relative = ((logits[0] - logits[1]).abs().max() / logits[1].abs().max()).item()
     tolerance = 1e-4 if dtype == torch.float32 else 5e-2
     same_next = torch.equal(logits[0][0, -1].argmax(), logits[1][0, -1].argmax())

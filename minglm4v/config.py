@@ -139,6 +139,9 @@ class Glm4vConfig:
         if v.out_hidden_size != t.hidden_size:
             problems.append(f"vision out_hidden_size {v.out_hidden_size} must equal text hidden_size "
                             f"{t.hidden_size}: merged image features replace token embeddings")
+        if self.tie_word_embeddings:
+            problems.append("tie_word_embeddings=True is not supported: GLM-4.1V has an untied lm_head "
+                            "(its own lm_head.weight); leave it False")
         for name in _TOKEN_IDS:
             if not 0 <= getattr(self, name) < t.vocab_size:
                 problems.append(f"{name} {getattr(self, name)} is outside the vocabulary [0, {t.vocab_size})")
@@ -205,7 +208,7 @@ class Glm4vConfig:
         v, t = dataclasses.asdict(self.vision_config), dataclasses.asdict(self.text_config)
         rope = {"rope_type": "default", "rope_theta": t.pop("rope_theta"),
                 "partial_rotary_factor": t.pop("partial_rotary_factor"), "mrope_section": t.pop("mrope_section")}
-        vision_rope = {"rope_type": "default", "rope_theta": v.pop("rope_theta")}
+        vision_rope = {"rope_type": "axial", "rope_theta": v.pop("rope_theta")}  # transformers 5's name
         return {
             "architectures": ["Glm4vForConditionalGeneration"],
             "model_type": "glm4v",

@@ -124,7 +124,7 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     eos = [eos] if isinstance(eos, int) else list(eos)
     attention_mask = _check_inputs(input_ids, attention_mask, max_new_tokens, text.max_position_embeddings)
     _check_sampling(do_sample, temperature, top_k, top_p, repetition_penalty, eos, text.vocab_size)
-    if streamer is not None and not (callable(getattr(streamer, "put", None)) and callable(getattr(streamer, "end", None))):
+    if streamer is not None and not all(callable(getattr(streamer, name, None)) for name in ("put", "end")):
         raise TypeError(f"streamer must have put(token_ids) and end() methods (e.g. minglm4v.streaming."
                         f"TextStreamer), got {type(streamer).__name__}")
     device, (B, V) = input_ids.device, (input_ids.shape[0], text.vocab_size)
@@ -173,8 +173,8 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
 # ----------------------------------------------------------------------------- argument checks
 def _check_inputs(input_ids, attention_mask, max_new_tokens, max_positions):
     if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
-        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got "
-                         f"{tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__}")
+        got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got {got}")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     if attention_mask is None:

@@ -97,7 +97,7 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
             if pixels is None:
                 continue
             features = self.get_image_features(pixels, grid, what)
-            slots = types == kind
+            slots = (types == kind) & (input_ids == self.config.image_token_id)  # stale types must not misplace
             if int(slots.sum()) != features.shape[0]:
                 raise ValueError(f"{what.capitalize()} features and {what} tokens do not match: the prompt has "
                                  f"{int(slots.sum())} {what} tokens but the {what}s give {features.shape[0]} "
@@ -109,16 +109,14 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
     def forward(self, input_ids, attention_mask=None, position_ids=None, pixel_values=None, image_grid_thw=None,
                 pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None, labels=None,
                 cache=None) -> Glm4vOutput:
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
-        if pixel_values is not None and image_grid_thw is None or pixel_values_videos is not None and \
-                video_grid_thw is None:
-            raise ValueError("pixel_values need image_grid_thw (and pixel_values_videos need video_grid_thw)")
+        past = cache.length if cache is not None else 0
+        _check_inputs(input_ids, attention_mask, past, pixel_values, image_grid_thw, pixel_values_videos,
+                      video_grid_thw)
         x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw,
                        mm_token_type_ids)
         rope_deltas = None
         if position_ids is None:
-            if cache is not None and cache.length > 0:
+            if past > 0:
                 raise ValueError("position_ids are required after the first step of a cached forward; "
                                  "compute them from rope_deltas (see minglm4v.generation)")
             types = mm_token_type_ids if mm_token_type_ids is not None else self.get_token_types(input_ids)
@@ -146,3 +144,20 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
             temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
             eos_token_id=eos_token_id, generator=generator, streamer=streamer, thinking_budget=thinking_budget,
             thinking_end_ids=thinking_end_ids)
+
+
+def _check_inputs(input_ids, attention_mask, past, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw):
+    if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point():
+        raise TypeError(f"input_ids must be an integer tensor of token ids, got "
+                        f"{getattr(input_ids, 'dtype', type(input_ids).__name__)}")
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+    expected = (input_ids.shape[0], past + input_ids.shape[1])
+    if attention_mask is not None and tuple(attention_mask.shape) != expected:
+        raise ValueError(f"attention_mask must have shape (batch, cached + new tokens) = {expected}, got "
+                         f"{tuple(attention_mask.shape)}")
+    for pixels, grid, names in ((pixel_values, image_grid_thw, "pixel_values and image_grid_thw"),
+                                (pixel_values_videos, video_grid_thw, "pixel_values_videos and video_grid_thw")):
+        if (pixels is None) != (grid is None):
+            raise ValueError(f"{names} go together: pass both or neither (got only "
+                             f"{names.split(' and ')[pixels is None]})")

@@ -144,6 +144,7 @@ def _next_grid(grids, kind, row):
     grid = next(grids, None)
     if grid is None:
         name = "image_grid_thw" if kind == IMAGE else "video_grid_thw"
-        raise ValueError(f"row {row}: the prompt has more {'image' if kind == IMAGE else 'video'} token "
-                         f"runs than {name} has rows; pass one grid row per image (per video)")
+        what = "image" if kind == IMAGE else "video"
+        raise ValueError(f"row {row}: the prompt has more {what} tokens than the rows of {name} account for; "
+                         f"pass one grid row per {what}, each with t*h*w/merge^2 {what} tokens in the prompt")
     return grid

@@ -49,8 +49,8 @@ def parse_size(size) -> int:
 
 
 def _resolve_dtype(dtype):
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):  # "auto": as transformers, = stored
+        return None if dtype == "auto" else dtype
     resolved = getattr(torch, str(dtype).replace("torch.", ""), None)
     if not isinstance(resolved, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r}; use e.g. torch.float32, 'bfloat16' or 'float16'")
@@ -62,8 +62,8 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, directory, dtype=None, device=None):
-        """Load config + weights from an HF-layout directory. `dtype` defaults to the dtype the weights
-        are stored in (bf16 for the real model); `device` defaults to the CPU."""
+        """Load config + weights from an HF-layout directory. `dtype` (None or "auto") defaults to the
+        dtype the weights are stored in (bf16 for the real model); `device` defaults to the CPU."""
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"model directory {str(directory)!r} does not exist. minglm4v does not download; "

@@ -125,6 +125,7 @@ def test_guide_example_builds_like_transformers():
     (dict(vision_config=dict(image_size=300)), "vision image_size 300 is not a multiple of patch_size 14"),
     (dict(vision_config=dict(out_hidden_size=2048)), "vision out_hidden_size 2048 must equal text hidden_size 4096"),
     (dict(image_token_id=200000), r"image_token_id 200000 is outside the vocabulary \[0, 151552\)"),
+    (dict(tie_word_embeddings=True), "tie_word_embeddings=True is not supported: GLM-4.1V has an untied lm_head"),
 ])
 def test_invalid_config(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -63,6 +63,12 @@ def test_sharded_save_both_ways(tmp_path, ours_tiny, hf_tiny, oracle_cases):
     assert_same_weights(load_ours(tmp_path), ours_tiny)
 
 
+def test_auto_dtype_means_the_stored_dtype():
+    assert {p.dtype for p in load_ours(TINY_BF16, dtype="auto").parameters()} == {torch.bfloat16}
+    with pytest.raises(ValueError, match="unknown dtype 'float33'"):
+        load_ours(TINY_BF16, dtype="float33")
+
+
 def test_bf16_sharded_checkpoint_from_transformers(oracle_cases):
     """TINY_BF16 was written by transformers with max_shard_size="300KB". Like transformers 5, we load
     the stored dtype by default; with the vision fix the two models then agree bit for bit in bf16."""
