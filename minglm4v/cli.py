@@ -109,7 +109,7 @@ def _device_and_dtype(device: str, dtype: str):
 
 
 def chat(args) -> int:
-    if args.max_new_tokens < 1:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise CliError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
     if args.temperature == 0 and (args.top_p is not None or args.top_k is not None or args.seed is not None):
         raise CliError("--top-p, --top-k and --seed only apply when sampling; add --temperature T (> 0)")
@@ -128,8 +128,8 @@ def chat(args) -> int:
     if length >= limit:
         raise CliError(f"the prompt is {length} tokens but the model supports {limit} positions "
                        f"(max_position_embeddings); use fewer or smaller images, a shorter video or question")
-    new_tokens = min(args.max_new_tokens, limit - length)
-    if new_tokens < args.max_new_tokens:
+    new_tokens = min(args.max_new_tokens or limit, limit - length)  # default: as many as fit
+    if args.max_new_tokens is not None and new_tokens < args.max_new_tokens:
         print(f"note: only {new_tokens} new tokens fit after the {length}-token prompt", file=sys.stderr)
     tokenizer = processor.tokenizer
     printer = ReplyPrinter(args.show_thinking, write)
@@ -276,7 +276,8 @@ def parser() -> argparse.ArgumentParser:
     media = c.add_mutually_exclusive_group()
     media.add_argument("--image", action="append", metavar="PATH", help="an image file (repeat for several)")
     media.add_argument("--video", metavar="PATH", help="a video file (needs PyAV: pip install av)")
-    c.add_argument("--max-new-tokens", type=int, default=1024)
+    c.add_argument("--max-new-tokens", type=int, default=None,
+                   help="cap on generated tokens (default: as many as fit in max_position_embeddings)")
     c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     c.add_argument("--top-p", type=float)
     c.add_argument("--top-k", type=int)

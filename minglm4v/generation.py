@@ -67,7 +67,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def next_tokens(logits, seen, *, do_sample, temperature, top_k, top_p, repetition_penalty, generator):
+def next_tokens(logits, seen=None, *, do_sample=False, temperature=1.0, top_k=None, top_p=None,
+                repetition_penalty=1.0, generator=None):
     """logits (B, V) fp32 -> token ids (B,). The warpers only shape the sampling distribution, so
     greedy decoding ignores them (and generate() refuses them without do_sample)."""
     if repetition_penalty != 1.0:

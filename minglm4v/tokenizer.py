@@ -62,6 +62,14 @@ class Glm4vTokenizer:
                              "like '<|image|>', '<think>', '[gMASK]'")
         return token_id
 
+    def convert_ids_to_tokens(self, ids: int | list[int]) -> str | list[str]:
+        if isinstance(ids, list):
+            return [self.convert_ids_to_tokens(i) for i in ids]
+        token = self.tokenizer.id_to_token(ids)
+        if token is None:
+            raise ValueError(f"token id {ids} is outside the vocabulary [0, {len(self)})")
+        return token
+
     @property
     def pad_token_id(self) -> int:
         return self.convert_tokens_to_ids(self.pad_token)

@@ -64,6 +64,14 @@ def test_chat_streams_the_reply(model_dir, picture, capsys):
     assert out == reply.lstrip() + "\n"
 
 
+def test_chat_default_is_the_bundled_micro_model(capsys):
+    """The README's run command: the trained micro model names the blue triangle in data/images."""
+    code, out, err = run(["chat", "--image", REPO / "data" / "images" / "shapes.png", "--show-thinking",
+                          "What shape is in the picture?"], capsys)
+    assert code == 0 and err == ""
+    assert out == "[thinking]\nI see a blue triangle.\n\n[answer]\nIt is a triangle.\n"
+
+
 def test_chat_thinking_budget_separates_thinking_and_answer(model_dir, picture, capsys):
     argv = ["chat", "--model", model_dir, "--image", picture, "What is it?", "--max-new-tokens", 10,
             "--thinking-budget", 4]

@@ -52,6 +52,11 @@ def test_fixture_id_layout(ours, hf):
     for token, real_id in REAL_SPECIAL_IDS.items():
         assert ours.convert_tokens_to_ids(token) == hf.convert_tokens_to_ids(token) == real_id - 150329
     assert ours.convert_tokens_to_ids(THINKING_TAGS) == list(range(1016, 1022))
+    assert ours.convert_ids_to_tokens(list(range(1016, 1022))) == THINKING_TAGS
+    ids = hf.encode("A red circle, 3 squares")
+    assert ours.convert_ids_to_tokens(ids) == hf.convert_ids_to_tokens(ids)
+    with pytest.raises(ValueError, match=r"token id 5000 is outside the vocabulary \[0, 1022\)"):
+        ours.convert_ids_to_tokens(5000)
     assert set(THINKING_TAGS).isdisjoint(hf.all_special_tokens)
     assert ours.image_token_id == 1014 and ours.video_token_id == 1015
     assert (ours.begin_of_image_id, ours.end_of_image_id, ours.begin_of_video_id, ours.end_of_video_id) == (

@@ -11,6 +11,7 @@ import sys
 
 import nbformat
 from nbclient import NotebookClient
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
@@ -20,6 +21,7 @@ for path in sys.argv[1:]:
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, kernel_name="python3", timeout=1800, record_timing=False,
                    resources={"metadata": {"path": os.path.dirname(os.path.abspath(path))}}).execute()
+    CoalesceStreamsPreprocessor().preprocess(nb, {})  # one stream output per cell: stable diffs
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata.get("language_info", {}).pop("version", None)
     for cell in nb.cells:
