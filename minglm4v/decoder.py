@@ -14,7 +14,7 @@ already stored); `minglm4v.generation` owns the cache and the decoding loop.
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import rearrange
 from torch import nn
 
 from .config import TextConfig
@@ -39,10 +39,11 @@ class Attention(nn.Module):
         q, k = apply_mrope(q, cos, sin), apply_mrope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, kv_heads, S, d): past + new
-        # grouped-query attention: query heads h*g .. h*g+g-1 share key/value head h
-        g = self.heads // self.kv_heads
-        k, v = (repeat(t, "b h s d -> b (h g) s d", g=g) for t in (k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1)
+        # grouped-query attention: query heads h*g .. h*g+g-1 share key/value head h, g = heads / kv_heads.
+        # enable_gqa reads the shared heads in place; repeating k and v (b h s d -> b (h g) s d) would
+        # copy the whole cache every step and made decoding ~8% slower on CPU.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and q.shape[2] > 1,
+                                             enable_gqa=True)
         return self.o_proj(rearrange(out, "b h l d -> b l (h d)"))
 
 
