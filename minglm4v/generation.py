@@ -145,7 +145,7 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     cache = KVCache(text.num_hidden_layers)
     out = model(input_ids, attention_mask=attention_mask, pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                 pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
-                mm_token_type_ids=mm_token_type_ids, cache=cache)
+                mm_token_type_ids=mm_token_type_ids, cache=cache, logits_to_keep=1)
     # rope delta = max prompt position + 1 - real tokens, so this is each row's next position
     position = attention_mask.sum(dim=-1, keepdim=True) + out.rope_deltas.to(device)  # (B, 1)
     tokens, finished = [input_ids], torch.zeros(B, dtype=torch.bool, device=device)

@@ -108,7 +108,10 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
     # ------------------------------------------------------------------ the forward pass
     def forward(self, input_ids, attention_mask=None, position_ids=None, pixel_values=None, image_grid_thw=None,
                 pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None, labels=None,
-                cache=None) -> Glm4vOutput:
+                cache=None, logits_to_keep: int = 0) -> Glm4vOutput:
+        """Logits (B, L, vocab) for a prompt, or (B, logits_to_keep, vocab) for only the last positions
+        (generation needs just the last one). Explicit `position_ids` ((3, B, L) or (B, L)) skip the
+        rope index, so `rope_deltas` is then None."""
         past = cache.length if cache is not None else 0
         _check_inputs(input_ids, attention_mask, past, pixel_values, image_grid_thw, pixel_values_videos,
                       video_grid_thw)
@@ -125,9 +128,12 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
         elif position_ids.ndim == 2:  # (B, L) text positions: the same for all three streams
             position_ids = position_ids[None].expand(3, -1, -1)
         hidden = self.model.language_model(x, position_ids, attention_mask, cache)
-        logits = self.lm_head(hidden)
+        # why slice first: the (B, L, vocab) logits of a long prompt cost as much as a decoder layer
+        logits = self.lm_head(hidden[:, -logits_to_keep:])  # -0: every position
         loss = None
         if labels is not None:
+            if logits_to_keep:
+                raise ValueError("labels need the logits of every position; drop logits_to_keep")
             # token i predicts label i + 1; -100 marks positions without a target
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         return Glm4vOutput(logits=logits, loss=loss, rope_deltas=rope_deltas)

@@ -103,3 +103,17 @@ def test_full_size_parameters_match_transformers():
     assert count("model.language_model.embed_tokens.") == count("lm_head.") == 620_756_992
     assert count("model.language_model.layers.0.") == 203_969_024
     assert count("model.visual.blocks.0.") == 28_314_624
+
+
+def test_logits_to_keep_matches_transformers(oracle_cases, ours_tiny, hf_tiny):
+    """Generation asks for the last position only; the slice must be the same as transformers' one."""
+    inputs = model_inputs(oracle_cases["image"])
+    with torch.no_grad():
+        last = ours_tiny(**inputs, logits_to_keep=1).logits
+        full = ours_tiny(**inputs).logits
+        want = hf_tiny(**inputs, logits_to_keep=1).logits
+    assert last.shape == (1, 1, full.shape[-1])
+    assert_close(last, full[:, -1:], rtol=1e-6, atol=1e-6)  # one row through lm_head: another matmul kernel
+    assert_close(last, want, **TOL)
+    with pytest.raises(ValueError, match="labels need the logits of every position"):
+        ours_tiny(**inputs, labels=oracle_cases["image"]["labels"], logits_to_keep=1)
