@@ -113,16 +113,15 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
         (generation needs just the last one). Explicit `position_ids` ((3, B, L) or (B, L)) skip the
         rope index, so `rope_deltas` is then None."""
         past = cache.length if cache is not None else 0
-        _check_inputs(input_ids, attention_mask, past, pixel_values, image_grid_thw, pixel_values_videos,
-                      video_grid_thw)
-        x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw,
-                       mm_token_type_ids)
+        _check_inputs(input_ids, attention_mask, mm_token_type_ids, past, pixel_values, image_grid_thw,
+                      pixel_values_videos, video_grid_thw)
+        types = mm_token_type_ids if mm_token_type_ids is not None else self.get_token_types(input_ids)
+        x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, types)
         rope_deltas = None
         if position_ids is None:
             if past > 0:
                 raise ValueError("position_ids are required after the first step of a cached forward; "
                                  "compute them from rope_deltas (see minglm4v.generation)")
-            types = mm_token_type_ids if mm_token_type_ids is not None else self.get_token_types(input_ids)
             position_ids, rope_deltas = self.get_rope_index(input_ids, image_grid_thw, video_grid_thw,
                                                             attention_mask, types)
         elif position_ids.ndim == 2:  # (B, L) text positions: the same for all three streams
@@ -152,12 +151,16 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
             thinking_end_ids=thinking_end_ids)
 
 
-def _check_inputs(input_ids, attention_mask, past, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw):
+def _check_inputs(input_ids, attention_mask, mm_token_type_ids, past, pixel_values, image_grid_thw,
+                  pixel_values_videos, video_grid_thw):
     if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point():
         raise TypeError(f"input_ids must be an integer tensor of token ids, got "
                         f"{getattr(input_ids, 'dtype', type(input_ids).__name__)}")
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+    if mm_token_type_ids is not None and mm_token_type_ids.shape != input_ids.shape:
+        raise ValueError(f"mm_token_type_ids must have the shape of input_ids {tuple(input_ids.shape)}, got "
+                         f"{tuple(mm_token_type_ids.shape)}")
     expected = (input_ids.shape[0], past + input_ids.shape[1])
     if attention_mask is not None and tuple(attention_mask.shape) != expected:
         raise ValueError(f"attention_mask must have shape (batch, cached + new tokens) = {expected}, got "

@@ -190,3 +190,9 @@ def test_attention_mask_wrong_shape(ours_tiny):
 def test_input_ids_must_be_integers(ours_tiny):
     with pytest.raises((TypeError, ValueError), match="input_ids"):
         ours_tiny(torch.tensor([[1.0, 2.0, 3.0]]))
+
+
+def test_token_types_must_match_the_ids(ours_tiny, image_inputs):
+    with pytest.raises(ValueError, match=r"mm_token_type_ids must have the shape of input_ids \(1, \d+\), got \(1, 3\)"):
+        ours_tiny(image_inputs["input_ids"], pixel_values=image_inputs["pixel_values"],
+                  image_grid_thw=image_inputs["image_grid_thw"], mm_token_type_ids=torch.zeros(1, 3, dtype=torch.long))
