@@ -24,7 +24,6 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .image_processing import CLIP_MEAN, CLIP_STD, BatchFeature, Glm4vImageProcessor, to_rgb
 
