@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import VisionConfig
 from .layers import RMSNorm, SwiGLU
-from .merger import PatchMerger, downsample_windows
+from .merger import Downsample, PatchMerger, downsample_windows
 from .patch_embed import PatchEmbed, PositionEmbedding
 from .rope import apply_vision_rope, vision_cos_sin, vision_positions
 
@@ -64,8 +64,7 @@ class Glm4vVisionModel(nn.Module):
         self.embeddings = PositionEmbedding(cfg)
         self.blocks = nn.ModuleList(VisionBlock(cfg) for _ in range(cfg.depth))
         self.post_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        m = cfg.spatial_merge_size
-        self.downsample = nn.Conv2d(cfg.hidden_size, cfg.out_hidden_size, kernel_size=m, stride=m)
+        self.downsample = Downsample(cfg.hidden_size, cfg.out_hidden_size, cfg.spatial_merge_size)
         self.merger = PatchMerger(cfg.out_hidden_size, cfg.intermediate_size)
 
     def encode(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
