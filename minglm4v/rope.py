@@ -57,24 +57,28 @@ def apply_vision_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> 
 
 # ----------------------------------------------------------------------------- text: 3-D M-RoPE
 def mrope_cos_sin(position_ids: torch.Tensor, rotary_dim: int, theta: float, mrope_section, dtype):
-    """position_ids (3, B, L) -> cos, sin (B, L, rotary_dim/2): one angle per rotated pair."""
+    """position_ids (3, B, L) -> cos, sin (B, 1, L, rotary_dim), laid out per rotated dim: pair (2j, 2j+1)
+    has angle a_j, so cos holds (cos a_j, cos a_j) and sin holds (-sin a_j, +sin a_j) there."""
     inv_freq = inverse_frequencies(rotary_dim, theta)  # (rotary_dim/2,)
     angles = position_ids.float()[..., None] * inv_freq  # (3, B, L, rotary_dim/2)
     # frequency j reads the stream (t, h or w) that mrope_section assigns to it
     stream = torch.repeat_interleave(torch.arange(3), torch.tensor(mrope_section))  # (rotary_dim/2,)
     angles = angles.gather(0, repeat(stream, "j -> 1 b l j", b=angles.shape[1], l=angles.shape[2]))[0]
-    return angles.cos().to(dtype), angles.sin().to(dtype)
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)  # (B, L, rotary_dim/2)
+    # computed once per forward, so every layer's rotation is two multiplies and an add
+    cos = repeat(cos, "b l j -> b 1 l (j two)", two=2)
+    sin = rearrange(torch.stack([-sin, sin], dim=-1), "b l j two -> b 1 l (j two)")
+    return cos, sin
 
 
 def apply_mrope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, heads, L, head_dim); rotate pairs (2j, 2j+1) of the first 2*cos.shape[-1] dims."""
-    rot, rest = x.split([2 * cos.shape[-1], x.shape[-1] - 2 * cos.shape[-1]], dim=-1)
+    """x (B, heads, L, head_dim); rotate pairs (2j, 2j+1) of the first cos.shape[-1] dims:
+    (x1, x2) -> (x1 cos a - x2 sin a, x2 cos a + x1 sin a), i.e. x * cos + swapped pairs * signed sin."""
+    rot, rest = x.split([cos.shape[-1], x.shape[-1] - cos.shape[-1]], dim=-1)
     pairs = rearrange(rot, "b h l (j two) -> b h l j two", two=2)
-    x1, x2 = pairs.unbind(-1)
-    cos, sin = cos[:, None], sin[:, None]  # broadcast over heads
+    swapped = rearrange(pairs.flip(-1), "b h l j two -> b h l (j two)")  # (x2, x1) in every pair
     # why interleaved: the HF checkpoint permuted q/k rows for GPT-J pairs; rotate-half here breaks images
-    rotated = torch.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
-    return torch.cat([rearrange(rotated, "b h l j two -> b h l (j two)"), rest], dim=-1)
+    return torch.cat([rot * cos + swapped * sin, rest], dim=-1)
 
 
 # ----------------------------------------------------------------------------- get_rope_index
