@@ -25,7 +25,7 @@ class Downsample(nn.Conv2d):
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         # why F.linear: a convolution that covers its whole input is a Linear, and as one it skips
-        # im2col (4x faster on CPU); the weight keeps the checkpoint's (out, hidden, 2, 2) shape
+        # im2col (4x faster on CPU in fp32); the weight keeps the checkpoint's (out, hidden, 2, 2) shape
         flat = rearrange(windows, "n d mi mj -> n (d mi mj)")
         out = F.linear(flat, rearrange(self.weight, "e d mi mj -> e (d mi mj)"), self.bias)
         return rearrange(out, "n e -> n e 1 1")
