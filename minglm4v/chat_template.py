@@ -17,6 +17,8 @@ splits that (also when truncated) and `parse_boxes` reads the bounding boxes it 
 """
 import re
 
+from . import special_tokens as st
+
 CHAT_TEMPLATE_JINJA = (
     "[gMASK]<sop>\n"
     "{%- for msg in messages %}\n"
@@ -55,8 +57,8 @@ CHAT_TEMPLATE_JINJA = (
 
 ROLES = ("system", "user", "assistant")
 CONTENT_TYPES = ("text", "image", "video")
-IMAGE_PLACEHOLDER = "<|begin_of_image|><|image|><|end_of_image|>"
-VIDEO_PLACEHOLDER = "<|begin_of_video|><|video|><|end_of_video|>"
+IMAGE_PLACEHOLDER = st.image_block(1)  # the processor expands the <|image|> to one per vision feature
+VIDEO_PLACEHOLDER = st.BEGIN_OF_VIDEO + st.VIDEO + st.END_OF_VIDEO
 
 
 def content_item_type(item) -> str:
@@ -113,23 +115,23 @@ def apply_chat_template(messages: list[dict], add_generation_prompt: bool = True
     """
     if not messages:
         raise ValueError("no messages to render; pass e.g. [{'role': 'user', 'content': 'Hi'}]")
-    pieces = ["[gMASK]<sop>"]
+    pieces = [st.GMASK + st.SOP]
     for message in messages:
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise ValueError(f"each message must be a dict with 'role' and 'content', got {message!r}")
         role = message["role"]
         if role == "system":
-            pieces.append("<|system|>\n" + _plain_text(message))
+            pieces.append(st.SYSTEM + "\n" + _plain_text(message))
         elif role == "user":
-            pieces.append("<|user|>\n" + _render_user_content(message["content"]))
+            pieces.append(st.USER + "\n" + _render_user_content(message["content"]))
         elif role == "assistant":
             # GLM puts tool/metadata text on the role line itself, before the newline.
             metadata = message.get("metadata")
-            pieces.append(f"<|assistant|>{metadata if metadata else ''}\n" + _plain_text(message))
+            pieces.append(f"{st.ASSISTANT}{metadata if metadata else ''}\n" + _plain_text(message))
         else:
             raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
     if add_generation_prompt:
-        pieces.append("<|assistant|>\n")
+        pieces.append(st.ASSISTANT + "\n")
     return "".join(pieces)
 
 
@@ -155,15 +157,15 @@ def parse_thinking(text: str) -> tuple[str, str]:
     if not isinstance(text, str):
         raise TypeError(f"parse_thinking expects the decoded output string, got {type(text).__name__}")
     thinking, answer = "", text
-    if "<think>" in text or "</think>" in text:
-        thinking, answer = _between(text, "<think>", "</think>")
-    if "<answer>" in answer:
-        answer, _ = _between(answer, "<answer>", "</answer>")
+    if st.THINK in text or st.END_THINK in text:
+        thinking, answer = _between(text, st.THINK, st.END_THINK)
+    if st.ANSWER in answer:
+        answer, _ = _between(answer, st.ANSWER, st.END_ANSWER)
     return thinking.strip(), answer.strip()
 
 
 _NUMBER = r"\s*(-?\d+(?:\.\d+)?)\s*"
-_BOX_SPAN = re.compile(r"<\|begin_of_box\|>(.*?)<\|end_of_box\|>", re.DOTALL)
+_BOX_SPAN = re.compile(re.escape(st.BEGIN_OF_BOX) + "(.*?)" + re.escape(st.END_OF_BOX), re.DOTALL)
 _FOUR_NUMBERS = re.compile(r"\[" + ",".join([_NUMBER] * 4) + r"\]")
 
 

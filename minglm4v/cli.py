@@ -123,7 +123,7 @@ def chat(args) -> int:
         content.append({"type": "video", "video": frames})
     inputs = processor(messages=[{"role": "user", "content": content + [{"type": "text", "text": args.question}]}],
                        **video_kwargs)
-    model = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device=device)
+    model = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device_map=device)
     limit, length = model.config.text_config.max_position_embeddings, inputs["input_ids"].shape[1]
     if length >= limit:
         raise CliError(f"the prompt is {length} tokens but the model supports {limit} positions "
@@ -238,7 +238,7 @@ def check(args) -> int:
     directory = _model_dir(args.dir)
     device, dtype = _device_and_dtype(args.device, args.dtype)
     # one model at a time, so that checking the 9B model needs the memory of one copy, not two
-    model = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device=device)
+    model = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device_map=device)
     dtype, v, t = next(model.parameters()).dtype, model.config.vision_config, model.config.text_config
     inputs = {k: x.to(device) for k, x in check_inputs(model.config).items()}
     names = (["model.visual.patch_embed"] + [f"model.visual.blocks.{i}" for i in range(v.depth)]

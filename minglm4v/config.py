@@ -139,6 +139,9 @@ class Glm4vConfig:
         if v.out_hidden_size != t.hidden_size:
             problems.append(f"vision out_hidden_size {v.out_hidden_size} must equal text hidden_size "
                             f"{t.hidden_size}: merged image features replace token embeddings")
+        for name, act in (("text_config", t.hidden_act), ("vision_config", v.hidden_act)):
+            if act != "silu":  # why: GLM-4.1V's SwiGLU MLPs use SiLU; no other activation is implemented
+                problems.append(f"{name}.hidden_act {act!r} is not supported: GLM-4.1V's MLPs use 'silu'")
         if self.tie_word_embeddings:
             problems.append("tie_word_embeddings=True is not supported: GLM-4.1V has an untied lm_head "
                             "(its own lm_head.weight); leave it False")

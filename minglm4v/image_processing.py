@@ -35,6 +35,9 @@ import torch
 from einops import rearrange
 from PIL import Image, ImageOps
 
+from .feature import BatchFeature
+from .hub import check_kwargs, resolve_directory
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -42,16 +45,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # filter) asks for a pipeline this module does not implement.
 _FIXED_STEPS = {"do_resize": True, "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255,
                 "do_normalize": True, "do_convert_rgb": True}
-
-
-class BatchFeature(dict):
-    """A dict whose keys can also be read as attributes (`out.pixel_values`)."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 def smart_resize(num_frames, height, width, temporal_factor=2, factor=28,
@@ -236,17 +229,19 @@ class Glm4vImageProcessor:
         return {"size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}, **config,
                 **_FIXED_STEPS, self.type_key: type(self).__name__, "processor_class": "Glm4vProcessor"}
 
-    def save_pretrained(self, directory):
+    def save_pretrained(self, save_directory):
         """Write `config_name` in the hub format (transformers' Glm4vImageProcessorPil reads the image one)."""
-        path = Path(directory) / self.config_name
+        path = Path(save_directory) / self.config_name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod
-    def from_pretrained(cls, directory):
-        """Read `config_name` from a checkpoint directory (keys it lacks keep our defaults)."""
-        path = Path(directory) / cls.config_name
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None, **kwargs):
+        """Read `config_name` from a checkpoint directory or cached hub id (keys it lacks keep our defaults)."""
+        check_kwargs(kwargs, f"{cls.__name__}.from_pretrained")
+        directory = resolve_directory(pretrained_model_name_or_path, revision, cache_dir)
+        path = directory / cls.config_name
         if not path.is_file():
             raise FileNotFoundError(f"no {cls.config_name} in {directory}")
         config = json.loads(path.read_text())

@@ -4,9 +4,9 @@ Corresponds to transformers' `Glm4vForConditionalGeneration` (and `Glm4vModel` i
 names follow the checkpoint keys: `model.visual.*`, `model.language_model.*`, `lm_head`.
 
     input_ids (B, L)            -> embed_tokens                          -> (B, L, D)
-    pixel_values (N, 1176)      -> visual                                -> (N/4, D), written into the
-                                   <|image|> rows (videos likewise, frame by frame)
-    positions (3, B, L)         <- get_rope_index(input_ids, grids)      (t, h, w) streams
+    pixel_values (N, 1176)      -> get_image_features (the vision tower) -> (N/4, D), written into the
+                                   <|image|> rows (videos likewise: get_video_features)
+    positions (3, B, L)         <- get_rope_index(input_ids, types, grids)  (t, h, w) streams
     decoder + lm_head           -> logits (B, L, vocab);  loss when labels are given (-100 ignored)
 """
 
@@ -46,62 +46,54 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
         self.model = Glm4vModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
 
+    # the decoding loop lives in generation.py (the model only maps inputs to logits); bound here so that
+    # model.generate(**inputs, max_new_tokens=...) works as in transformers, with one signature to read
+    generate = generation.generate
+
     # ------------------------------------------------------------------ pieces, usable one by one
     def get_token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
         c = self.config
         return rope.token_types(input_ids, c.image_token_id, c.video_start_token_id, c.video_end_token_id)
 
-    def get_rope_index(self, input_ids, image_grid_thw=None, video_grid_thw=None, attention_mask=None,
-                       mm_token_type_ids=None):
-        """position_ids (3, B, L) and rope_deltas (B, 1) for a prompt (see `rope.get_rope_index`)."""
+    def get_rope_index(self, input_ids, mm_token_type_ids=None, image_grid_thw=None, video_grid_thw=None,
+                       attention_mask=None):
+        """position_ids (3, B, L) and rope_deltas (B, 1) for a prompt (see `rope.get_rope_index`).
+        Arguments in transformers' order; token types default to `get_token_types(input_ids)`."""
+        _check_token_types(input_ids, mm_token_type_ids)
         if mm_token_type_ids is None:
             mm_token_type_ids = self.get_token_types(input_ids)
         return rope.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw, attention_mask,
                                    self.config.vision_config.spatial_merge_size)
 
-    def get_image_features(self, pixel_values, grid_thw, what="image"):
-        """Checked pixel rows -> merged features (sum of t*H*W/4, D), one row per <|image|> slot."""
-        v = self.config.vision_config
-        if pixel_values.ndim != 2 or pixel_values.shape[1] != v.patch_dim:
-            raise ValueError(f"{what} pixel_values must have shape (patches, {v.patch_dim}) = (N, C*T*P*P) with "
-                             f"C={v.in_channels}, T={v.temporal_patch_size}, P={v.patch_size}; got "
-                             f"{tuple(pixel_values.shape)}. Use Glm4vImageProcessor to make them")
-        if grid_thw is None or grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
-            raise ValueError(f"{what}_grid_thw must be given with shape ({what}s, 3) = [t, h, w] per {what}; "
-                             f"got {None if grid_thw is None else tuple(grid_thw.shape)}")
-        m = v.spatial_merge_size
-        if bool((grid_thw[:, 1:] % m != 0).any()):
-            raise ValueError(f"{what}_grid_thw {grid_thw.tolist()} has an h or w not divisible by the "
-                             f"spatial merge size {m}; patch grids must be made of whole {m}x{m} windows")
-        if int(grid_thw.prod(-1).sum()) != pixel_values.shape[0]:
-            raise ValueError(f"{what}_grid_thw {grid_thw.tolist()} describes {int(grid_thw.prod(-1).sum())} "
-                             f"patches (sum of t*h*w) but pixel_values has {pixel_values.shape[0]} rows")
-        if what == "video":  # why: each temporal group is its own image inside the ViT
-            grid_thw = torch.cat([g[None, :].repeat(int(g[0]), 1) for g in grid_thw])
-            grid_thw[:, 0] = 1
-        return self.model.visual(pixel_values, grid_thw)
+    def get_image_features(self, pixel_values, image_grid_thw):
+        """Pixel rows (N, 1176) of all images -> merged features (N/4, D), one row per <|image|> slot."""
+        _check_pixels(pixel_values, image_grid_thw, self.config.vision_config, "image")
+        return self.model.visual(pixel_values, image_grid_thw)
+
+    def get_video_features(self, pixel_values_videos, video_grid_thw):
+        """Pixel rows of all videos -> merged features, one row per frame slot. The tower attends within
+        each temporal group (a [t, h, w] grid is t separate images to it), so the grid goes in as is."""
+        _check_pixels(pixel_values_videos, video_grid_thw, self.config.vision_config, "video")
+        return self.model.visual(pixel_values_videos, video_grid_thw)
 
     def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None,
               video_grid_thw=None, mm_token_type_ids=None):
         """Token embeddings with image/video features written into their <|image|> rows: (B, L, D)."""
-        vocab = self.config.text_config.vocab_size
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
-            raise ValueError(f"input_ids must lie in [0, {vocab}) (the model's vocab_size); got values from "
-                             f"{int(input_ids.min())} to {int(input_ids.max())}")
+        _check_vocab(input_ids, self.config.text_config.vocab_size)
         x = self.model.language_model.embed_tokens(input_ids)
         if pixel_values is None and pixel_values_videos is None:
             return x
         types = mm_token_type_ids if mm_token_type_ids is not None else self.get_token_types(input_ids)
-        for kind, pixels, grid, what in ((rope.IMAGE, pixel_values, image_grid_thw, "image"),
-                                         (rope.VIDEO, pixel_values_videos, video_grid_thw, "video")):
+        vision = self.config.vision_config
+        for kind, what, pixels, grid, features_of in (
+                (rope.IMAGE, "image", pixel_values, image_grid_thw, self.get_image_features),
+                (rope.VIDEO, "video", pixel_values_videos, video_grid_thw, self.get_video_features)):
             if pixels is None:
                 continue
-            features = self.get_image_features(pixels, grid, what)
             slots = (types == kind) & (input_ids == self.config.image_token_id)  # stale types must not misplace
-            if int(slots.sum()) != features.shape[0]:
-                raise ValueError(f"{what.capitalize()} features and {what} tokens do not match: the prompt has "
-                                 f"{int(slots.sum())} {what} tokens but the {what}s give {features.shape[0]} "
-                                 f"features; expand each placeholder with Glm4vProcessor")
+            _check_pixels(pixels, grid, vision, what)
+            _check_slots(int(slots.sum()), grid, vision.spatial_merge_size, what)  # before the tower runs
+            features = features_of(pixels, grid)
             x = x.masked_scatter(slots[..., None], features.to(x.dtype))  # row-major over (batch, position)
         return x
 
@@ -122,8 +114,8 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
             if past > 0:
                 raise ValueError("position_ids are required after the first step of a cached forward; "
                                  "compute them from rope_deltas (see minglm4v.generation)")
-            position_ids, rope_deltas = self.get_rope_index(input_ids, image_grid_thw, video_grid_thw,
-                                                            attention_mask, types)
+            position_ids, rope_deltas = self.get_rope_index(input_ids, types, image_grid_thw, video_grid_thw,
+                                                            attention_mask)
         elif position_ids.ndim == 2:  # (B, L) text positions: the same for all three streams
             position_ids = position_ids[None].expand(3, -1, -1)
         hidden = self.model.language_model(x, position_ids, attention_mask, cache)
@@ -137,20 +129,8 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         return Glm4vOutput(logits=logits, loss=loss, rope_deltas=rope_deltas)
 
-    def generate(self, input_ids, *, attention_mask=None, pixel_values=None, image_grid_thw=None,
-                 pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None, max_new_tokens=256,
-                 do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-                 eos_token_id=None, generator=None, streamer=None, thinking_budget=None, thinking_end_ids=None):
-        """Prompt (B, L) -> (B, L + new) token ids; see `minglm4v.generation.generate`."""
-        return generation.generate(
-            self, input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-            image_grid_thw=image_grid_thw, pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
-            mm_token_type_ids=mm_token_type_ids, max_new_tokens=max_new_tokens, do_sample=do_sample,
-            temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-            eos_token_id=eos_token_id, generator=generator, streamer=streamer, thinking_budget=thinking_budget,
-            thinking_end_ids=thinking_end_ids)
 
-
+# ---------------------------------------------------------------------- input checks
 def _check_inputs(input_ids, attention_mask, mm_token_type_ids, past, pixel_values, image_grid_thw,
                   pixel_values_videos, video_grid_thw):
     if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point():
@@ -158,9 +138,7 @@ def _check_inputs(input_ids, attention_mask, mm_token_type_ids, past, pixel_valu
                         f"{getattr(input_ids, 'dtype', type(input_ids).__name__)}")
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
-    if mm_token_type_ids is not None and mm_token_type_ids.shape != input_ids.shape:
-        raise ValueError(f"mm_token_type_ids must have the shape of input_ids {tuple(input_ids.shape)}, got "
-                         f"{tuple(mm_token_type_ids.shape)}")
+    _check_token_types(input_ids, mm_token_type_ids)
     expected = (input_ids.shape[0], past + input_ids.shape[1])
     if attention_mask is not None and tuple(attention_mask.shape) != expected:
         raise ValueError(f"attention_mask must have shape (batch, cached + new tokens) = {expected}, got "
@@ -170,3 +148,50 @@ def _check_inputs(input_ids, attention_mask, mm_token_type_ids, past, pixel_valu
         if (pixels is None) != (grid is None):
             raise ValueError(f"{names} go together: pass both or neither (got only "
                              f"{names.split(' and ')[pixels is None]})")
+
+
+def _check_vocab(input_ids, vocab: int):
+    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
+        raise ValueError(f"input_ids must lie in [0, {vocab}) (the model's vocab_size); got values from "
+                         f"{int(input_ids.min())} to {int(input_ids.max())}")
+
+
+def _check_token_types(input_ids, mm_token_type_ids):
+    if mm_token_type_ids is not None and mm_token_type_ids.shape != input_ids.shape:
+        raise ValueError(f"mm_token_type_ids must have the shape of input_ids {tuple(input_ids.shape)}, got "
+                         f"{tuple(mm_token_type_ids.shape)} (get_rope_index takes transformers' argument order: "
+                         f"input_ids, mm_token_type_ids, image_grid_thw, video_grid_thw, attention_mask)")
+
+
+def _check_pixels(pixel_values, grid_thw, v, what):
+    if pixel_values.ndim != 2 or pixel_values.shape[1] != v.patch_dim:
+        raise ValueError(f"{what} pixel_values must have shape (patches, {v.patch_dim}) = (N, C*T*P*P) with "
+                         f"C={v.in_channels}, T={v.temporal_patch_size}, P={v.patch_size}; got "
+                         f"{tuple(pixel_values.shape)}. Use Glm4vImageProcessor to make them")
+    if grid_thw is None or grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
+        raise ValueError(f"{what}_grid_thw must be given with shape ({what}s, 3) = [t, h, w] per {what}; "
+                         f"got {None if grid_thw is None else tuple(grid_thw.shape)}")
+    m = v.spatial_merge_size
+    if bool((grid_thw[:, 1:] % m != 0).any()):
+        raise ValueError(f"{what}_grid_thw {grid_thw.tolist()} has an h or w not divisible by the "
+                         f"spatial merge size {m}; patch grids must be made of whole {m}x{m} windows")
+    if int(grid_thw.prod(-1).sum()) != pixel_values.shape[0]:
+        raise ValueError(f"{what}_grid_thw {grid_thw.tolist()} describes {int(grid_thw.prod(-1).sum())} "
+                         f"patches (sum of t*h*w) but pixel_values has {pixel_values.shape[0]} rows")
+
+
+def _check_slots(slots: int, grid_thw, merge: int, what: str):
+    """The prompt must hold one <|image|> token per feature the tower will make (t*h*w / merge^2)."""
+    features = int(grid_thw.prod(-1).sum()) // merge**2
+    if slots == 0:
+        raise ValueError(
+            f"the prompt has no <|image|> tokens, but {what} pixels for {features} features were given. Each "
+            f"{what} needs its slots in input_ids: <|begin_of_image|>, then one <|image|> token per merged "
+            f"{merge}x{merge} patch window (t*h*w/{merge**2} for its grid), then <|end_of_image|>. A placeholder "
+            f"such as '<image>' in the text is just text to the tokenizer. Build the inputs with "
+            f"processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors='pt'), "
+            f"which writes and expands the placeholders for you")
+    if slots != features:
+        raise ValueError(f"{what.capitalize()} features and {what} tokens do not match: the prompt has {slots} "
+                         f"{what} tokens but the {what}s give {features} features; expand each placeholder with "
+                         f"Glm4vProcessor (processor.apply_chat_template does it)")

@@ -19,25 +19,29 @@ Output (B = prompts, L = longest expanded prompt): input_ids, attention_mask, mm
 with videos pixel_values_videos (N, 1176) and video_grid_thw (num_videos, 3).
 """
 import re
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import torch
 
+from . import special_tokens as st
 from .chat_template import apply_chat_template, content_item_type
-from .image_processing import BatchFeature, Glm4vImageProcessor
+from .feature import BatchFeature
+from .hub import check_kwargs, check_model_type, resolve_directory
+from .image_processing import Glm4vImageProcessor
 from .rope import token_types
 from .tokenizer import Glm4vTokenizer
-from .video_processing import Glm4vVideoProcessor
+from .video_processing import Glm4vVideoProcessor, load_video
 
-IMAGE_TOKEN, VIDEO_TOKEN = "<|image|>", "<|video|>"
-_PLACEHOLDER = re.compile(re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN))
+_PLACEHOLDER = re.compile(re.escape(st.IMAGE) + "|" + re.escape(st.VIDEO))
 
 
 def _count_mismatch(kind: str, token: str, in_text: int, passed: int) -> ValueError:
     return ValueError(
         f"the text has {in_text} {token} placeholder(s) but {passed} {kind}(s) were passed; put one "
         f"<|begin_of_{kind}|>{token}<|end_of_{kind}|> in the text per {kind}, in the order of the {kind}s "
-        f"(the chat template does this for {{'type': '{kind}'}} items)")
+        f"(processor.apply_chat_template does this for {{'type': '{kind}'}} items)")
 
 
 class Glm4vProcessor:
@@ -48,12 +52,23 @@ class Glm4vProcessor:
         self.video_processor = video_processor
 
     @classmethod
-    def from_pretrained(cls, directory) -> "Glm4vProcessor":
-        """Tokenizer + preprocessor_config.json (+ video_preprocessor_config.json if present)."""
-        directory = Path(directory)
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None,
+                        **kwargs) -> "Glm4vProcessor":
+        """Tokenizer + preprocessor_config.json (+ video_preprocessor_config.json if present), from a
+        directory or a cached hub id (see hub.py)."""
+        check_kwargs(kwargs, "Glm4vProcessor.from_pretrained")
+        directory = resolve_directory(pretrained_model_name_or_path, revision, cache_dir)
+        check_model_type(directory)
         has_video = (directory / Glm4vVideoProcessor.config_name).is_file()
         return cls(Glm4vImageProcessor.from_pretrained(directory), Glm4vTokenizer.from_pretrained(directory),
                    Glm4vVideoProcessor.from_pretrained(directory) if has_video else None)
+
+    def save_pretrained(self, save_directory) -> None:
+        """The tokenizer files and the preprocessor config(s), as in a hub checkpoint."""
+        self.tokenizer.save_pretrained(save_directory)
+        self.image_processor.save_pretrained(save_directory)
+        if self.video_processor is not None:
+            self.video_processor.save_pretrained(save_directory)
 
     def __call__(self, text: str | list[str] | None = None, images=None, videos=None,
                  messages: list | None = None, padding: bool = True, return_tensors: str = "pt",
@@ -71,13 +86,13 @@ class Glm4vProcessor:
             if text is not None or images is not None or videos is not None:
                 raise ValueError("pass either messages (pictures inside their items) or text with "
                                  "images/videos, not both")
-            text, images, videos = self._render(messages)
+            text, images, videos, _ = self._render(messages)
         texts = [text] if isinstance(text, str) else text
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise TypeError("text must be a prompt string or a non-empty list of them (or pass messages=...)")
 
-        n_image_slots = sum(t.count(IMAGE_TOKEN) for t in texts)
-        n_video_slots = sum(t.count(VIDEO_TOKEN) for t in texts)
+        n_image_slots = sum(t.count(st.IMAGE) for t in texts)
+        n_video_slots = sum(t.count(st.VIDEO) for t in texts)
         if (images is not None or n_image_slots) and (videos is not None or n_video_slots):
             raise ValueError(
                 "images and videos in one call are not supported: video frames use the same <|image|> "
@@ -88,17 +103,17 @@ class Glm4vProcessor:
         # After the check above only one modality is in play; it decides what replaces the placeholders.
         out = BatchFeature()
         if videos is not None or n_video_slots:
-            kind, token, slots = "video", VIDEO_TOKEN, n_video_slots
+            kind, token, slots = "video", st.VIDEO, n_video_slots
             replacements = self._process_videos(videos, out, video_kwargs) if videos is not None else []
         else:
-            kind, token, slots = "image", IMAGE_TOKEN, n_image_slots
+            kind, token, slots = "image", st.IMAGE, n_image_slots
             replacements = self._process_images(images, out) if images is not None else []
         if len(replacements) != slots:
             raise _count_mismatch(kind, token, slots, len(replacements))
 
         pending = iter(replacements)  # placeholders are consumed in reading order across the batch
         expanded = [_PLACEHOLDER.sub(lambda _: next(pending), t) for t in texts]
-        encoded = self.tokenizer(expanded, padding=padding, return_tensors="pt")
+        encoded = self.tokenizer(expanded, padding=padding, return_tensors="pt", add_special_tokens=False)
         encoded["mm_token_type_ids"] = self.mm_token_type_ids(encoded["input_ids"])
         return BatchFeature(**encoded, **out)
 
@@ -106,7 +121,7 @@ class Glm4vProcessor:
         """Pixel rows into `out`; returns the token string that replaces each image's placeholder."""
         out.update(self.image_processor(images, return_tensors="pt"))
         per_image = out["image_grid_thw"].prod(-1) // self.image_processor.merge_size ** 2
-        return [IMAGE_TOKEN * n for n in per_image.tolist()]
+        return [st.IMAGE * n for n in per_image.tolist()]
 
     def _process_videos(self, videos, out: BatchFeature, video_kwargs: dict) -> list[str]:
         """Pixel rows into `out`; returns the token string that replaces each video's placeholder."""
@@ -121,10 +136,10 @@ class Glm4vProcessor:
 
     def _video_tokens(self, grid_thw: list[int], seconds: list[int]) -> str:
         _, height, width = grid_thw
-        per_group = IMAGE_TOKEN * (height * width // self.video_processor.merge_size ** 2)
+        block = st.image_block(height * width // self.video_processor.merge_size ** 2)
         # Each temporal group is written like a small image followed by its time in whole seconds,
         # which is how the model knows when a frame was taken.
-        return "".join(f"<|begin_of_image|>{per_group}<|end_of_image|>{s}" for s in seconds)
+        return "".join(f"{block}{s}" for s in seconds)
 
     def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L) 0 text, 1 <|image|> of an image, 2 <|image|> inside a video span."""
@@ -132,27 +147,74 @@ class Glm4vProcessor:
         return token_types(input_ids, tok.image_token_id, tok.begin_of_video_id, tok.end_of_video_id)
 
     @staticmethod
-    def _render(messages: list) -> tuple[list[str], list | None, list | None]:
-        """Chat-template text per conversation + the pictures and clips of their items, in order."""
+    def _render(messages: list, add_generation_prompt: bool = True):
+        """Chat-template text per conversation + the pictures and clips of their items, in order, and
+        the frame rate and duration of each clip read from a file (None for clips given as frames)."""
         if all(isinstance(m, dict) for m in messages):
             messages = [messages]  # one conversation (an empty one fails in apply_chat_template)
-        texts, media = [], {"image": [], "video": []}
+        texts, media, clips = [], {"image": [], "video": []}, []
         for conversation in messages:
-            texts.append(apply_chat_template(conversation, add_generation_prompt=True))
+            texts.append(apply_chat_template(conversation, add_generation_prompt=add_generation_prompt))
             for message in conversation:
                 content = message["content"]
                 for item in content if isinstance(content, list) else []:
                     kind = content_item_type(item)
-                    if kind == "text":
-                        continue
-                    if kind not in item:
-                        raise ValueError(f"{kind} item {item!r} has no {kind!r} field; put the {kind} itself "
-                                         f"under it, e.g. {{'type': '{kind}', '{kind}': ...}}")
-                    media[kind].append(item[kind])
-        return texts, media["image"] or None, media["video"] or None
+                    if kind == "image":
+                        media["image"].append(_item_source(item, kind))
+                    elif kind == "video":
+                        frames, metadata = _video_of(_item_source(item, kind))
+                        media["video"].append(frames)
+                        clips.append(metadata)
+        return texts, media["image"] or None, media["video"] or None, clips
+
+    def apply_chat_template(self, conversation: list, add_generation_prompt: bool = True, tokenize: bool = False,
+                            return_dict: bool = False, return_tensors: str | None = None, **kwargs):
+        """One conversation (or a batch of them) -> prompt text, its ids, or all model inputs.
+
+        tokenize=False: the prompt string (a list of them for a batch). tokenize=True: the left-padded
+        input_ids (B, L), or with return_dict=True a BatchFeature of everything forward/generate take
+        (pixels included). Images and videos come from the items ('image' / 'video': the thing itself,
+        'path', or 'url': a local path or file:// URL). kwargs (fps, duration, sample_frames) go to
+        the video processor; a clip read from a file brings its own fps and duration.
+        """
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"only return_tensors='pt' (or None) is supported, got {return_tensors!r}")
+        texts, images, videos, clips = self._render(conversation, add_generation_prompt)
+        if not tokenize:
+            if return_dict:
+                raise ValueError("return_dict=True needs tokenize=True (the dict holds token ids and pixels)")
+            return texts[0] if all(isinstance(m, dict) for m in conversation) else texts
+        if clips and any(clips):
+            for key in ("fps", "duration"):
+                kwargs[key] = [clip.get(key, kwargs.get(key)) for clip in clips]
+        inputs = self(text=texts, images=images, videos=videos, **kwargs)
+        return inputs if return_dict else inputs["input_ids"]
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
         return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens)
+
+
+def _item_source(item: dict, kind: str):
+    """The picture or clip of a content item: under `kind`, "path" or "url" (a path or file:// URL)."""
+    key = next((k for k in (kind, "path", "url") if k in item), None)
+    if key is None:
+        raise ValueError(f"{kind} item {item!r} has no {kind!r}, 'path' or 'url' field; put the {kind} itself "
+                         f"under {kind!r}, or its file under 'path', e.g. {{'type': '{kind}', 'path': 'a.png'}}")
+    source = item[key]
+    if not isinstance(source, str) or "://" not in source:
+        return source
+    url = urllib.parse.urlparse(source)
+    if url.scheme == "file":
+        return urllib.request.url2pathname(url.path)
+    raise ValueError(f"{kind} URL {source!r}: minglm4v reads only local files and never uses the network; "
+                     f"download it first and pass {{'type': '{kind}', 'path': 'local/file'}} (or a file:// URL)")
+
+
+def _video_of(source):
+    """A clip's frames and, for a file, its {"fps", "duration"}; frames given directly have none."""
+    if isinstance(source, (str, Path)):
+        return load_video(source)
+    return source, {}

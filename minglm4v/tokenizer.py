@@ -1,13 +1,13 @@
 """GLM-4 byte-level BPE tokenizer: a thin wrapper around `tokenizers.Tokenizer`.
 
 Corresponds to transformers' `PreTrainedTokenizerFast` as configured by the GLM-4.1V hub files
-(tokenizer.json + tokenizer_config.json): same ids, same decoded strings. Special tokens are looked
-up by their text, so the real 151k-token checkpoint tokenizer and the 1022-token fixture in
-data/tokenizer/ both work.
+(tokenizer.json + tokenizer_config.json): same ids, same decoded strings, and `save_pretrained` writes
+files transformers' `AutoTokenizer` loads. Special tokens are looked up by their text, so the real
+151k-token checkpoint tokenizer and the 1022-token fixture in data/tokenizer/ both work.
 
-    tok("a cat", return_tensors="pt") -> {"input_ids": (B, L) int64, "attention_mask": (B, L) int64}
+    tok("a cat", return_tensors="pt") -> BatchFeature(input_ids (B, L) int64, attention_mask (B, L) int64)
 
-Padding is always on the left: generation appends to the right end of every row.
+Padding is always on the left (`left_pad`): generation appends to the right end of every row.
 """
 import json
 from pathlib import Path
@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from .chat_template import apply_chat_template
-
-# A Thinking-model turn ends when the model starts the next role (or emits end-of-text).
-END_OF_TURN_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
+from . import special_tokens as st
+from .chat_template import CHAT_TEMPLATE_JINJA, apply_chat_template
+from .feature import BatchFeature
+from .hub import check_kwargs, resolve_directory
 
 
 def _token_text(value) -> str:
@@ -26,23 +26,73 @@ def _token_text(value) -> str:
     return value["content"] if isinstance(value, dict) else value
 
 
+def left_pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    """Rows of different lengths -> one (B, longest) int64 tensor, `value` in front of the shorter rows.
+    The attention mask of a batch is `left_pad([[1] * len(r) for r in rows], 0)`."""
+    longest = max(len(r) for r in rows)
+    return torch.tensor([[value] * (longest - len(r)) + list(r) for r in rows], dtype=torch.long)
+
+
+def default_config(tokenizer: Tokenizer) -> dict:
+    """tokenizer_config.json for a GLM-4.1V vocabulary, in the layout of the hub checkpoint."""
+    def entry(token, special):
+        return {"content": token, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                "special": special}
+    return {
+        "added_tokens_decoder": {str(tokenizer.token_to_id(t)): entry(t, t in st.SPECIAL)
+                                 for t in st.SPECIAL + st.NOT_SPECIAL},
+        "additional_special_tokens": list(st.SPECIAL[1:]),
+        "chat_template": CHAT_TEMPLATE_JINJA,
+        "clean_up_tokenization_spaces": False,
+        "do_lower_case": False,
+        "eos_token": st.ENDOFTEXT,
+        "extra_special_tokens": {},
+        "model_input_names": ["input_ids", "attention_mask"],
+        "model_max_length": 65536,
+        "pad_token": st.ENDOFTEXT,
+        "padding_side": "left",
+        "remove_space": False,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    }
+
+
 class Glm4vTokenizer:
-    def __init__(self, tokenizer: Tokenizer, eos_token: str = "<|endoftext|>", pad_token: str | None = None):
+    def __init__(self, tokenizer: Tokenizer, eos_token: str = st.ENDOFTEXT, pad_token: str | None = None,
+                 config: dict | None = None):
         self.tokenizer = tokenizer
         self.eos_token = eos_token
         self.pad_token = pad_token or eos_token
+        self.config = config if config is not None else default_config(tokenizer)  # written by save_pretrained
 
     @classmethod
-    def from_pretrained(cls, directory) -> "Glm4vTokenizer":
-        directory = Path(directory)
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None,
+                        **kwargs) -> "Glm4vTokenizer":
+        """tokenizer.json (+ tokenizer_config.json) from a directory or a cached hub id (see hub.py)."""
+        check_kwargs(kwargs, "Glm4vTokenizer.from_pretrained")
+        directory = resolve_directory(pretrained_model_name_or_path, revision, cache_dir)
         if not (directory / "tokenizer.json").is_file():
             raise FileNotFoundError(f"no tokenizer.json in {directory}; expected a GLM-4.1V checkpoint or "
                                     "tokenizer folder (data/tokenizer/ is built by scripts/make_tokenizer.py)")
         config_path = directory / "tokenizer_config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        eos = _token_text(config.get("eos_token", "<|endoftext|>"))
-        pad = config.get("pad_token")
-        return cls(Tokenizer.from_file(str(directory / "tokenizer.json")), eos, pad and _token_text(pad))
+        config = json.loads(config_path.read_text()) if config_path.is_file() else None
+        eos = _token_text((config or {}).get("eos_token", st.ENDOFTEXT))
+        pad = (config or {}).get("pad_token")
+        return cls(Tokenizer.from_file(str(directory / "tokenizer.json")), eos, pad and _token_text(pad), config)
+
+    def save_pretrained(self, save_directory) -> list[Path]:
+        """tokenizer.json, tokenizer_config.json and special_tokens_map.json, the hub checkpoint's layout
+        (transformers' AutoTokenizer loads it). Returns the paths written."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(str(directory / "tokenizer.json"))
+        config = {**self.config, "eos_token": self.eos_token, "pad_token": self.pad_token, "padding_side": "left"}
+        entry = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+        special_map = {"additional_special_tokens": config.get("additional_special_tokens", list(st.SPECIAL[1:])),
+                       "eos_token": {"content": self.eos_token, **entry},
+                       "pad_token": {"content": self.pad_token, **entry}}
+        for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special_map)):
+            (directory / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n")
+        return [directory / name for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")]
 
     # ---- vocabulary -------------------------------------------------------------------------
     @property
@@ -81,31 +131,31 @@ class Glm4vTokenizer:
     @property
     def eos_token_ids(self) -> list[int]:
         """Ids that end an assistant turn during generation: <|endoftext|>, <|user|>, <|observation|>."""
-        return self.convert_tokens_to_ids(list(END_OF_TURN_TOKENS))
+        return self.convert_tokens_to_ids(list(st.END_OF_TURN))
 
     @property
     def image_token_id(self) -> int:
-        return self.convert_tokens_to_ids("<|image|>")
+        return self.convert_tokens_to_ids(st.IMAGE)
 
     @property
     def video_token_id(self) -> int:
-        return self.convert_tokens_to_ids("<|video|>")
+        return self.convert_tokens_to_ids(st.VIDEO)
 
     @property
     def begin_of_image_id(self) -> int:
-        return self.convert_tokens_to_ids("<|begin_of_image|>")
+        return self.convert_tokens_to_ids(st.BEGIN_OF_IMAGE)
 
     @property
     def end_of_image_id(self) -> int:
-        return self.convert_tokens_to_ids("<|end_of_image|>")
+        return self.convert_tokens_to_ids(st.END_OF_IMAGE)
 
     @property
     def begin_of_video_id(self) -> int:
-        return self.convert_tokens_to_ids("<|begin_of_video|>")
+        return self.convert_tokens_to_ids(st.BEGIN_OF_VIDEO)
 
     @property
     def end_of_video_id(self) -> int:
-        return self.convert_tokens_to_ids("<|end_of_video|>")
+        return self.convert_tokens_to_ids(st.END_OF_VIDEO)
 
     # ---- text <-> ids -----------------------------------------------------------------------
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
@@ -130,33 +180,45 @@ class Glm4vTokenizer:
     def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
         return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in sequences]
 
-    def __call__(self, text: str | list[str], padding: bool = True, return_tensors: str | None = "pt") -> dict:
+    def __call__(self, text: str | list[str], padding: bool = True, return_tensors: str | None = "pt",
+                 add_special_tokens: bool = True, **kwargs) -> BatchFeature:
         """Tokenise one text or a batch; pad on the left with the pad id (mask 0 on padding).
 
-        return_tensors="pt" gives (B, L) int64 tensors; None gives lists of lists.
+        return_tensors="pt" gives (B, L) int64 tensors; None gives lists of lists. add_special_tokens
+        as in `encode` (transformers' default, True). Text is taken
+        literally: a placeholder such as "<image>" is ordinary text, not an image slot (the processor
+        expands images into their <|image|> slots; see Glm4vProcessor.apply_chat_template).
         """
+        _check_call_kwargs(kwargs)
         texts = [text] if isinstance(text, str) else text
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise TypeError("text must be a string or a non-empty list of strings")
         if return_tensors not in ("pt", None):
             raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
-        rows = [self.encode(t) for t in texts]
-        longest = max(len(r) for r in rows)
-        if padding:
-            masks = [[0] * (longest - len(r)) + [1] * len(r) for r in rows]
-            rows = [[self.pad_token_id] * (longest - len(r)) + r for r in rows]
-        else:
-            if return_tensors == "pt" and any(len(r) != longest for r in rows):
-                raise ValueError(f"texts tokenise to different lengths {[len(r) for r in rows]}; "
-                                 "pass padding=True to left-pad them into one tensor")
-            masks = [[1] * len(r) for r in rows]
-        if return_tensors == "pt":
-            return {"input_ids": torch.tensor(rows, dtype=torch.long),
-                    "attention_mask": torch.tensor(masks, dtype=torch.long)}
-        return {"input_ids": rows, "attention_mask": masks}
+        rows = [self.encode(t, add_special_tokens) for t in texts]
+        if not padding and return_tensors == "pt" and len({len(r) for r in rows}) > 1:
+            raise ValueError(f"texts tokenise to different lengths {[len(r) for r in rows]}; "
+                             "pass padding=True to left-pad them into one tensor")
+        if return_tensors is None and not padding:
+            return BatchFeature(input_ids=rows, attention_mask=[[1] * len(r) for r in rows])
+        ids, mask = left_pad(rows, self.pad_token_id), left_pad([[1] * len(r) for r in rows], 0)
+        if return_tensors is None:
+            return BatchFeature(input_ids=ids.tolist(), attention_mask=mask.tolist())
+        return BatchFeature(input_ids=ids, attention_mask=mask)
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True,
                             tokenize: bool = False) -> str | list[int]:
         """The official GLM-4.1V prompt text for `messages` (see chat_template.py), or its ids."""
         prompt = apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
         return self.encode(prompt) if tokenize else prompt
+
+
+def _check_call_kwargs(kwargs: dict) -> None:
+    # transformers' defaults that are also ours; any other value would change the result
+    ours = {"padding_side": "left", "truncation": False, "return_attention_mask": True}
+    for key, value in kwargs.items():
+        if key not in ours:
+            raise TypeError(f"Glm4vTokenizer() got an unexpected argument {key!r}; it takes text, padding and "
+                            f"return_tensors ({sorted(ours)} only with their default values)")
+        if value not in (ours[key], None):
+            raise ValueError(f"Glm4vTokenizer() supports only {key}={ours[key]!r}, got {value!r}")

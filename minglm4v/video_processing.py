@@ -25,7 +25,8 @@ import warnings
 import numpy as np
 import torch
 
-from .image_processing import CLIP_MEAN, CLIP_STD, BatchFeature, Glm4vImageProcessor, to_rgb
+from .feature import BatchFeature
+from .image_processing import CLIP_MEAN, CLIP_STD, Glm4vImageProcessor, to_rgb
 
 
 def sample_frame_indices(total_frames, video_fps, fps=2, max_duration=300, duration=None):

@@ -8,8 +8,8 @@ Corresponds to transformers' `Glm4vVisionModel` (blocks: `Glm4vVisionBlock`, `Gl
                                -> (N / merge^2, out_hidden_size)
 
 N is the total number of patches over all images; `grid_thw` (images, 3) says how they split. An
-image attends only to itself (block-diagonal attention); a video's temporal groups are split into
-separate t = 1 "images" before calling the tower.
+image attends only to itself (block-diagonal attention), and so does every temporal group of a video:
+a [t, h, w] grid is t separate h x w images to the tower.
 """
 
 import torch

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import Glm4vConfig
+from .hub import check_kwargs, check_model_type, resolve_directory
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -48,7 +49,13 @@ def parse_size(size) -> int:
     return int(float(number) * (1024 if binary else 1000) ** "_KMGT".index(unit.upper() or "_"))
 
 
-def _resolve_dtype(dtype):
+def _resolve_dtype(dtype, torch_dtype=None):
+    """dtype (or its older name torch_dtype) -> a torch.dtype, or None for "as stored"."""
+    if torch_dtype is not None:
+        if dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; torch_dtype is the older "
+                             f"name of dtype, pass only one")
+        dtype = torch_dtype
     if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):  # "auto": as transformers, = stored
         return None if dtype == "auto" else dtype
     resolved = getattr(torch, str(dtype).replace("torch.", ""), None)
@@ -57,21 +64,52 @@ def _resolve_dtype(dtype):
     return resolved
 
 
+def _resolve_device_map(device_map) -> torch.device:
+    """transformers' device_map, for a model that lives on one device: None (the CPU), "auto" (the first
+    GPU if there is one), a device ("cpu", "cuda:1", 0, torch.device) or {"": device}."""
+    if isinstance(device_map, dict):
+        devices = set(device_map.values())
+        if len(devices) != 1:
+            raise ValueError(f"device_map {device_map} spreads the model over several devices; minglm4v keeps a "
+                             f"model on one device: pass device_map='cuda', 'cpu' or 'auto'")
+        device_map = devices.pop()
+    if device_map is None:
+        return torch.device("cpu")
+    if device_map == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device_map)  # an int n means cuda:n, as in transformers
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device_map {device_map!r} is not a device; use None, 'auto', 'cpu', 'cuda', 'cuda:1' "
+                         f"or a torch.device") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device_map {device_map!r}: CUDA is not available in this PyTorch; use 'cpu' or 'auto'")
+    return device
+
+
 class PretrainedMixin:
-    """Adds `from_pretrained` / `save_pretrained` to `Glm4vForConditionalGeneration`."""
+    """Adds `from_pretrained` / `save_pretrained`, `device` and `dtype` to `Glm4vForConditionalGeneration`."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
 
     @classmethod
-    def from_pretrained(cls, directory, dtype=None, device=None):
-        """Load config + weights from an HF-layout directory. `dtype` (None or "auto") defaults to the
-        dtype the weights are stored in (bf16 for the real model); `device` defaults to the CPU."""
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"model directory {str(directory)!r} does not exist. minglm4v does not download; "
-                                    f"fetch a checkpoint first, e.g. `huggingface-cli download "
-                                    f"zai-org/GLM-4.1V-9B-Thinking --local-dir DIR`, and pass DIR")
+    def from_pretrained(cls, pretrained_model_name_or_path, *, dtype=None, torch_dtype=None, device_map=None,
+                        revision=None, cache_dir=None, **kwargs):
+        """Load config + weights from an HF-layout directory or a cached hub id (see hub.py). `dtype`
+        (or `torch_dtype`; None or "auto") defaults to the dtype the weights are stored in (bf16 for the
+        real model); `device_map` (None, "auto", "cpu", "cuda", a device) to the CPU."""
+        check_kwargs(kwargs, f"{cls.__name__}.from_pretrained")
+        directory = resolve_directory(pretrained_model_name_or_path, revision, cache_dir)
+        check_model_type(directory)
         config = Glm4vConfig.from_pretrained(directory)
         files = checkpoint_files(directory)
-        dtype, device = _resolve_dtype(dtype), torch.device(device or "cpu")
+        dtype, device = _resolve_dtype(dtype, torch_dtype), _resolve_device_map(device_map)
         with torch.device("meta"):
             model = cls(config)
         expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
@@ -100,9 +138,9 @@ class PretrainedMixin:
         model.config.dtype = str(dtype).removeprefix("torch.")
         return model.eval()
 
-    def save_pretrained(self, directory, max_shard_size="5GB") -> None:
+    def save_pretrained(self, save_directory, max_shard_size="5GB") -> None:
         """Write config.json and safetensors (sharded with an index when larger than max_shard_size)."""
-        directory = Path(directory)
+        directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: t.detach().contiguous().cpu() for k, t in self.state_dict().items()}
         stored_dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")

@@ -15,29 +15,24 @@ Pre-tokenizer and decoder follow the real GLM-4 tokenizer.json: the GLM-4 (cl100
 regex, then a byte-level mapping without regex and without a prefix space.
 
 Writes tokenizer.json, tokenizer_config.json (with the official chat template) and
-special_tokens_map.json in the layout transformers 4.5x used for the GLM-4.1V hub files.
+special_tokens_map.json in the layout transformers 4.5x used for the GLM-4.1V hub files
+(`Glm4vTokenizer.save_pretrained`).
 
 Usage: python scripts/make_tokenizer.py [output_dir]
 """
-import json
 import random
 import sys
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-# Imported from the package so the file and the Python renderer can never drift apart.
+# The token list, the tokenizer_config.json layout and the chat template come from the package, so the
+# files and the code that reads them can never drift apart.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minglm4v.chat_template import CHAT_TEMPLATE_JINJA  # noqa: E402
+from minglm4v.special_tokens import NOT_SPECIAL, SPECIAL  # noqa: E402
+from minglm4v.tokenizer import Glm4vTokenizer  # noqa: E402
 
 REGULAR_VOCAB_SIZE = 1000
-SPECIAL_TOKENS = [
-    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>",
-    "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
-    "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>",
-    "<|image|>", "<|video|>",
-]
-NORMAL_ADDED_TOKENS = ["<think>", "</think>", "<answer>", "</answer>", "<|begin_of_box|>", "<|end_of_box|>"]
 GLM4_SPLIT_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -106,47 +101,13 @@ def build_tokenizer() -> Tokenizer:
     if tokenizer.get_vocab_size() != REGULAR_VOCAB_SIZE:
         raise RuntimeError(f"corpus too small: BPE reached only {tokenizer.get_vocab_size()} tokens, "
                            f"expected {REGULAR_VOCAB_SIZE}; add lines to the corpus")
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in NORMAL_ADDED_TOKENS])
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in NOT_SPECIAL])
     return tokenizer
 
 
-def added_token_entry(content: str, special: bool) -> dict:
-    return {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False, "special": special}
-
-
 def write(out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    tokenizer.save(str(out_dir / "tokenizer.json"))
-    config = {
-        "added_tokens_decoder": {
-            str(tokenizer.token_to_id(t)): added_token_entry(t, t in SPECIAL_TOKENS)
-            for t in SPECIAL_TOKENS + NORMAL_ADDED_TOKENS
-        },
-        "additional_special_tokens": SPECIAL_TOKENS[1:],
-        "chat_template": CHAT_TEMPLATE_JINJA,
-        "clean_up_tokenization_spaces": False,
-        "do_lower_case": False,
-        "eos_token": "<|endoftext|>",
-        "extra_special_tokens": {},
-        "model_input_names": ["input_ids", "attention_mask"],
-        "model_max_length": 65536,
-        "pad_token": "<|endoftext|>",
-        "padding_side": "left",
-        "remove_space": False,
-        "tokenizer_class": "PreTrainedTokenizerFast",
-    }
-    special_map = {
-        "additional_special_tokens": SPECIAL_TOKENS[1:],
-        "eos_token": added_token_entry("<|endoftext|>", True),
-        "pad_token": added_token_entry("<|endoftext|>", True),
-    }
-    for name in ("eos_token", "pad_token"):
-        del special_map[name]["special"]
-    for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special_map)):
-        (out_dir / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n")
+    Glm4vTokenizer(build_tokenizer()).save_pretrained(out_dir)
 
 
 if __name__ == "__main__":

@@ -94,13 +94,13 @@ def test_image_tokens_without_grid(ours_tiny, image_inputs):
 
 def test_more_grids_than_images(ours_tiny, image_inputs):
     with pytest.raises(ValueError, match="image_grid_thw has more rows than the prompt has images"):
-        ours_tiny.get_rope_index(image_inputs["input_ids"], torch.tensor([[1, 4, 6], [1, 4, 4]]))
+        ours_tiny.get_rope_index(image_inputs["input_ids"], image_grid_thw=torch.tensor([[1, 4, 6], [1, 4, 4]]))
 
 
 def test_image_run_shorter_than_its_grid(ours_tiny, image_inputs):
     with pytest.raises(ValueError, match="row 0: a run of 6 image tokens does not match the grids it consumes "
                                          r"\(8 tokens\); check the grid_thw rows"):
-        ours_tiny.get_rope_index(image_inputs["input_ids"], torch.tensor([[1, 4, 8]]))
+        ours_tiny.get_rope_index(image_inputs["input_ids"], image_grid_thw=torch.tensor([[1, 4, 8]]))
 
 
 # ---- checkpoints

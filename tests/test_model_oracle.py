@@ -40,7 +40,8 @@ def test_vision_features(name, oracle_cases, ours_tiny, hf_tiny):
         (inputs["pixel_values_videos"], inputs["video_grid_thw"])
     with torch.no_grad():
         vit = ours_tiny.model.visual.encode(pixels, grid)
-        merged = ours_tiny.get_image_features(pixels, grid, kind)
+        features_of = ours_tiny.get_image_features if kind == "image" else ours_tiny.get_video_features
+        merged = features_of(pixels, grid)
     hf_vit, hf_merged = hf_vision_features(hf_tiny, inputs)
     assert vit.abs().mean() > 0.5 and merged.abs().mean() > 0.1  # randomised weights: far from ~1e-3
     assert_close(vit, hf_vit, **TOL)

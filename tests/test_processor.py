@@ -169,8 +169,10 @@ def test_bad_input(ours):
         ours(messages=[{"role": "tool", "content": "x"}])
     with pytest.raises(ValueError, match=r"unknown content type 'audio'.*\('text', 'image', 'video'\)"):
         ours(messages=[{"role": "user", "content": [{"type": "audio", "audio": "a.wav"}]}])
-    with pytest.raises(ValueError, match="image item .* has no 'image' field"):
+    with pytest.raises(ValueError, match="image URL 'http://x/cat.png': minglm4v reads only local files"):
         ours(messages=[{"role": "user", "content": [{"type": "image", "url": "http://x/cat.png"}]}])
+    with pytest.raises(ValueError, match="image item .* has no 'image', 'path' or 'url' field"):
+        ours(messages=[{"role": "user", "content": [{"type": "image", "file": "cat.png"}]}])
     with pytest.raises(ValueError, match="no messages to render"):
         ours(messages=[])
     with pytest.raises(ValueError, match="either messages .* or text"):

@@ -16,7 +16,7 @@ PAD = CFG.text_config.pad_token_id
 def both(ours, hf, input_ids, image_grid_thw=None, video_grid_thw=None, attention_mask=None):
     """(ours, transformers') (position_ids, rope_deltas) for one prompt batch."""
     types = mm_token_type_ids(input_ids, IMG, BOV, EOV)
-    got = ours.get_rope_index(input_ids, image_grid_thw, video_grid_thw, attention_mask, mm_token_type_ids=types)
+    got = ours.get_rope_index(input_ids, types, image_grid_thw, video_grid_thw, attention_mask)  # the same order
     want = hf.model.get_rope_index(input_ids, types, image_grid_thw, video_grid_thw, attention_mask)
     return got, want
 
@@ -36,8 +36,9 @@ def test_token_types_from_ids(name, oracle_cases, ours_tiny):
     """Without mm_token_type_ids the model derives them from the ids (video spans included)."""
     case = oracle_cases[name]
     assert torch.equal(ours_tiny.get_token_types(case["input_ids"]), case["mm_token_type_ids"])
-    pos, deltas = ours_tiny.get_rope_index(case["input_ids"], case.get("image_grid_thw"),
-                                           case.get("video_grid_thw"), case["attention_mask"])
+    pos, deltas = ours_tiny.get_rope_index(case["input_ids"], image_grid_thw=case.get("image_grid_thw"),
+                                           video_grid_thw=case.get("video_grid_thw"),
+                                           attention_mask=case["attention_mask"])
     assert torch.equal(pos, case["position_ids"]) and torch.equal(deltas, case["rope_deltas"])
 
 
