@@ -149,23 +149,20 @@ class Glm4vProcessor:
     @staticmethod
     def _render(messages: list, add_generation_prompt: bool = True):
         """Chat-template text per conversation + the pictures and clips of their items, in order, and
-        the frame rate and duration of each clip read from a file (None for clips given as frames)."""
-        if all(isinstance(m, dict) for m in messages):
-            messages = [messages]  # one conversation (an empty one fails in apply_chat_template)
-        texts, media, clips = [], {"image": [], "video": []}, []
-        for conversation in messages:
-            texts.append(apply_chat_template(conversation, add_generation_prompt=add_generation_prompt))
-            for message in conversation:
-                content = message["content"]
-                for item in content if isinstance(content, list) else []:
-                    kind = content_item_type(item)
-                    if kind == "image":
-                        media["image"].append(_item_source(item, kind))
-                    elif kind == "video":
-                        frames, metadata = _video_of(_item_source(item, kind))
-                        media["video"].append(frames)
-                        clips.append(metadata)
-        return texts, media["image"] or None, media["video"] or None, clips
+        the frame rate and duration of each clip read from a file ({} for clips given as frames)."""
+        conversations = _conversations(messages)
+        texts = [apply_chat_template(c, add_generation_prompt=add_generation_prompt) for c in conversations]
+        images, videos, clips = [], [], []
+        for message in (m for c in conversations for m in c):
+            for item in message["content"] if isinstance(message["content"], list) else []:
+                kind = content_item_type(item)
+                if kind == "image":
+                    images.append(_item_source(item, kind))
+                elif kind == "video":
+                    frames, metadata = _video_of(_item_source(item, kind))
+                    videos.append(frames)
+                    clips.append(metadata)
+        return texts, images or None, videos or None, clips
 
     def apply_chat_template(self, conversation: list, add_generation_prompt: bool = True, tokenize: bool = False,
                             return_dict: bool = False, return_tensors: str | None = None, **kwargs):
@@ -179,11 +176,12 @@ class Glm4vProcessor:
         """
         if return_tensors not in ("pt", None):
             raise ValueError(f"only return_tensors='pt' (or None) is supported, got {return_tensors!r}")
-        texts, images, videos, clips = self._render(conversation, add_generation_prompt)
         if not tokenize:
             if return_dict:
                 raise ValueError("return_dict=True needs tokenize=True (the dict holds token ids and pixels)")
-            return texts[0] if all(isinstance(m, dict) for m in conversation) else texts
+            texts = [apply_chat_template(c, add_generation_prompt) for c in _conversations(conversation)]
+            return texts[0] if _is_one_conversation(conversation) else texts
+        texts, images, videos, clips = self._render(conversation, add_generation_prompt)
         if clips and any(clips):
             for key in ("fps", "duration"):
                 kwargs[key] = [clip.get(key, kwargs.get(key)) for clip in clips]
@@ -195,6 +193,14 @@ class Glm4vProcessor:
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
         return self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens)
+
+
+def _is_one_conversation(messages: list) -> bool:
+    return all(isinstance(m, dict) for m in messages)  # else a batch: a list of conversations
+
+
+def _conversations(messages: list) -> list:
+    return [messages] if _is_one_conversation(messages) else messages
 
 
 def _item_source(item: dict, kind: str):
