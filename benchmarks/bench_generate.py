@@ -30,6 +30,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration, generation
+from minglm4v.special_tokens import image_block_ids
 
 CONFIG = Glm4vConfig(
     vision_config=dict(depth=6, hidden_size=384, num_heads=6, intermediate_size=1536, out_hidden_size=768,
@@ -47,7 +48,7 @@ def prompt_inputs(grid: int = 24) -> dict:
     c = CONFIG
     slots = grid * grid // 4
     text = torch.randint(0, 16000, (28,), generator=gen).tolist()
-    ids = text[:8] + [c.image_start_token_id] + [c.image_token_id] * slots + [c.image_end_token_id] + text[8:]
+    ids = text[:8] + image_block_ids(c, slots) + text[8:]
     input_ids = torch.tensor([ids])
     return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                 mm_token_type_ids=(input_ids == c.image_token_id).long(),

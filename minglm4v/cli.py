@@ -21,6 +21,7 @@ from .chat_template import parse_thinking
 from .config import Glm4vConfig
 from .model import Glm4vForConditionalGeneration
 from .processor import Glm4vProcessor
+from .special_tokens import image_block_ids
 from .streaming import TextStreamer
 from .video_processing import load_video
 from .weights import checkpoint_files
@@ -205,8 +206,7 @@ def check_inputs(config: Glm4vConfig) -> dict:
                           ramp.flip(0)[:, None].expand(112, 112)], dim=-1)
     image = Glm4vImageProcessor()(Image.fromarray(pixels.numpy()))
     slots = int(image["image_grid_thw"].prod()) // config.vision_config.spatial_merge_size ** 2
-    ids = [11, 12, 13, config.image_start_token_id] + [config.image_token_id] * slots + \
-          [config.image_end_token_id, 14, 15, 16]
+    ids = [11, 12, 13] + image_block_ids(config, slots) + [14, 15, 16]
     input_ids = torch.tensor([ids])
     types = (input_ids == config.image_token_id).long()
     return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), mm_token_type_ids=types, **image)

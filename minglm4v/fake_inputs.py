@@ -11,6 +11,7 @@ Useful to see what the model consumes before any image or tokenizer is involved:
 import torch
 
 from .config import Glm4vConfig
+from .special_tokens import image_block_ids
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -51,7 +52,6 @@ def create_multimodal_inputs(config: Glm4vConfig, num_images: int = 1, text_leng
     pieces = list(text.tensor_split(num_images + 1))
     ids = [pieces[0]]
     for piece in pieces[1:]:
-        block = [config.image_start_token_id] + [config.image_token_id] * tokens_per_image + [config.image_end_token_id]
-        ids += [torch.tensor(block), piece]
+        ids += [torch.tensor(image_block_ids(config, tokens_per_image)), piece]
     input_ids = torch.cat(ids)[None]
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), **images}

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
 from minglm4v.image_processing import Glm4vImageProcessor
 from minglm4v.processor import Glm4vProcessor
-from minglm4v.tokenizer import Glm4vTokenizer
+from minglm4v.tokenizer import Glm4vTokenizer, left_pad
 from minglm4v.video_processing import Glm4vVideoProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,11 +87,10 @@ def encode_example(processor: Glm4vProcessor, rng: random.Random) -> dict:
 
 def collate(examples: list[dict], pad: int) -> dict:
     """Left-pad a list of encoded examples into one batch."""
-    width = max(len(e["ids"]) for e in examples)
     return {
-        "input_ids": torch.tensor([[pad] * (width - len(e["ids"])) + e["ids"] for e in examples]),
-        "attention_mask": torch.tensor([[0] * (width - len(e["ids"])) + [1] * len(e["ids"]) for e in examples]),
-        "labels": torch.tensor([[-100] * (width - len(e["ids"])) + e["labels"] for e in examples]),
+        "input_ids": left_pad([e["ids"] for e in examples], pad),
+        "attention_mask": left_pad([[1] * len(e["ids"]) for e in examples], 0),
+        "labels": left_pad([e["labels"] for e in examples], -100),
         "pixel_values": torch.cat([e["pixel_values"] for e in examples]),
         "image_grid_thw": torch.cat([e["image_grid_thw"] for e in examples]),
     }

@@ -35,7 +35,9 @@ def test_rope_index_equals_transformers(name, oracle_cases, ours_tiny, hf_tiny):
 def test_token_types_from_ids(name, oracle_cases, ours_tiny):
     """Without mm_token_type_ids the model derives them from the ids (video spans included)."""
     case = oracle_cases[name]
-    assert torch.equal(ours_tiny.get_token_types(case["input_ids"]), case["mm_token_type_ids"])
+    types = ours_tiny.get_token_types(case["input_ids"])
+    assert torch.equal(types, case["mm_token_type_ids"])
+    assert torch.equal(types, mm_token_type_ids(case["input_ids"], IMG, BOV, EOV))  # the independent scan
     pos, deltas = ours_tiny.get_rope_index(case["input_ids"], image_grid_thw=case.get("image_grid_thw"),
                                            video_grid_thw=case.get("video_grid_thw"),
                                            attention_mask=case["attention_mask"])
