@@ -2,8 +2,7 @@
 # run.sh: set up .venv if needed, then ask the bundled micro model about a photo (extra arguments go to `chat`).
 set -euo pipefail
 cd "$(dirname "$0")"
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
+source tools/ensure_venv.sh  # pip runs only when the pins changed since the last install
 export HF_HUB_OFFLINE=1
 if [ "$#" -eq 0 ]; then
   set -- --image data/images/shapes.png --show-thinking "What shape is in the picture?"
