@@ -17,17 +17,16 @@ from pathlib import Path
 
 import torch
 
+from . import special_tokens as st
 from .chat_template import parse_thinking
 from .config import Glm4vConfig
 from .model import Glm4vForConditionalGeneration
 from .processor import Glm4vProcessor
-from .special_tokens import image_block_ids
 from .streaming import TextStreamer
 from .video_processing import load_video
 from .weights import checkpoint_files
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "micro-model"
-TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
 
 class CliError(Exception):
@@ -46,8 +45,8 @@ class ReplyPrinter:
     back: it is thinking if `</think>` follows (a prompt that pre-filled `<think>`), dropped if
     `<think>` or `<answer>` follows, and the answer if no tag ever comes."""
 
-    OPENS = {"<think>": "think", "</think>": "answer", "<answer>": "answer", "</answer>": "done"}
-    CLOSES = {"</think>": "think", "</answer>": "answer"}
+    OPENS = {st.THINK: "think", st.END_THINK: "answer", st.ANSWER: "answer", st.END_ANSWER: "done"}
+    CLOSES = {st.END_THINK: "think", st.END_ANSWER: "answer"}
 
     def __init__(self, show_thinking: bool, write):
         self.show_thinking, self.write = show_thinking, write
@@ -139,13 +138,13 @@ def chat(args) -> int:
     budget = {}
     if args.thinking_budget is not None:
         budget = dict(thinking_budget=args.thinking_budget,
-                      thinking_end_ids=tokenizer.convert_tokens_to_ids(["</think>", "<answer>"]))
+                      thinking_end_ids=tokenizer.convert_tokens_to_ids([st.END_THINK, st.ANSWER]))
     model.generate(**{k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)},
                    max_new_tokens=new_tokens, streamer=TextStreamer(tokenizer, on_text=printer),
                    **(sampling if args.temperature > 0 else {}), **budget)
     printer.end()
     thinking, answer = parse_thinking(printer.text)
-    if not answer and "</think>" not in printer.text:
+    if not answer and st.END_THINK not in printer.text:
         print(f"note: the reply stopped while still thinking ({new_tokens} tokens); raise --max-new-tokens "
               f"or cap the thinking with --thinking-budget N (or see it with --show-thinking)", file=sys.stderr)
     return 0
@@ -206,7 +205,7 @@ def check_inputs(config: Glm4vConfig) -> dict:
                           ramp.flip(0)[:, None].expand(112, 112)], dim=-1)
     image = Glm4vImageProcessor()(Image.fromarray(pixels.numpy()))
     slots = int(image["image_grid_thw"].prod()) // config.vision_config.spatial_merge_size ** 2
-    ids = [11, 12, 13] + image_block_ids(config, slots) + [14, 15, 16]
+    ids = [11, 12, 13] + st.image_block_ids(config, slots) + [14, 15, 16]
     input_ids = torch.tensor([ids])
     types = (input_ids == config.image_token_id).long()
     return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), mm_token_type_ids=types, **image)

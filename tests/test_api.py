@@ -253,3 +253,25 @@ def test_saved_directory_loads_in_transformers(micro, processor, tmp_path):
     hf = HFModel.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(micro(**inputs).logits, hf(**inputs).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_model_methods_and_config_checks(micro):
+    assert Glm4vForConditionalGeneration.generate is minglm4v.generation.generate  # one signature, bound
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with pytest.raises(ValueError, match="mm_token_type_ids must have the shape of input_ids .* transformers' "
+                                         "argument order"):
+        micro.get_rope_index(ids, torch.tensor([[1, 4, 4]]))  # the grid where transformers puts the types
+    with pytest.raises(ValueError, match="text_config.hidden_act 'gelu' is not supported"):
+        Glm4vConfig(text_config={"hidden_act": "gelu"})
+    with pytest.raises(ValueError, match="vision_config.hidden_act 'relu' is not supported"):
+        Glm4vConfig(vision_config={"hidden_act": "relu"})
+
+
+def test_tokenizer_call_keywords(processor):
+    tokenizer = processor.tokenizer
+    plain = tokenizer(["a cat", "a red cat"], padding_side="left", truncation=False, add_special_tokens=False)
+    assert torch.equal(plain.input_ids, tokenizer(["a cat", "a red cat"]).input_ids)
+    with pytest.raises(ValueError, match="supports only padding_side='left'"):
+        tokenizer("a cat", padding_side="right")
+    with pytest.raises(TypeError, match="unexpected argument 'max_length'"):
+        tokenizer("a cat", max_length=4)
