@@ -86,7 +86,8 @@ class Glm4vProcessor:
             if text is not None or images is not None or videos is not None:
                 raise ValueError("pass either messages (pictures inside their items) or text with "
                                  "images/videos, not both")
-            text, images, videos, _ = self._render(messages)
+            return self._encode_messages(messages, True, padding=padding, return_tensors=return_tensors,
+                                         **video_kwargs)
         texts = [text] if isinstance(text, str) else text
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise TypeError("text must be a prompt string or a non-empty list of them (or pass messages=...)")
@@ -181,12 +182,15 @@ class Glm4vProcessor:
                 raise ValueError("return_dict=True needs tokenize=True (the dict holds token ids and pixels)")
             texts = [apply_chat_template(c, add_generation_prompt) for c in _conversations(conversation)]
             return texts[0] if _is_one_conversation(conversation) else texts
-        texts, images, videos, clips = self._render(conversation, add_generation_prompt)
-        if clips and any(clips):
+        inputs = self._encode_messages(conversation, add_generation_prompt, **kwargs)
+        return inputs if return_dict else inputs["input_ids"]
+
+    def _encode_messages(self, messages: list, add_generation_prompt: bool, **kwargs) -> BatchFeature:
+        texts, images, videos, clips = self._render(messages, add_generation_prompt)
+        if any(clips):  # clips read from files bring their own frame rate and duration
             for key in ("fps", "duration"):
                 kwargs[key] = [clip.get(key, kwargs.get(key)) for clip in clips]
-        inputs = self(text=texts, images=images, videos=videos, **kwargs)
-        return inputs if return_dict else inputs["input_ids"]
+        return self(text=texts, images=images, videos=videos, **kwargs)
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)

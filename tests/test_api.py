@@ -164,6 +164,7 @@ def test_video_item_from_a_file(processor, tmp_path):
                       **metadata)
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
     assert got.video_grid_thw.tolist() == [[2, 4, 4]]  # 2 s at 6 fps -> 4 frames -> 2 temporal groups
+    assert torch.equal(with_video(messages=messages).input_ids, got.input_ids)
 
 
 def fake_hub_cache(root, repo_id, commit="0123456789abcdef0123456789abcdef01234567"):
