@@ -206,11 +206,18 @@ class Glm4vTokenizer:
             return BatchFeature(input_ids=ids.tolist(), attention_mask=mask.tolist())
         return BatchFeature(input_ids=ids, attention_mask=mask)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True,
-                            tokenize: bool = False) -> str | list[int]:
-        """The official GLM-4.1V prompt text for `messages` (see chat_template.py), or its ids."""
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tokenize: bool = False,
+                            return_dict: bool = False, return_tensors: str | None = None):
+        """The official GLM-4.1V prompt text for `messages` (see chat_template.py), or its ids: a list,
+        (1, L) tensors with return_tensors="pt", or a BatchFeature with return_dict=True. Images in
+        the messages become bare placeholders here; the processor expands them and adds pixels."""
         prompt = apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
-        return self.encode(prompt) if tokenize else prompt
+        if not tokenize:
+            return prompt
+        if return_dict or return_tensors is not None:
+            encoded = self(prompt, return_tensors=return_tensors, add_special_tokens=False)
+            return encoded if return_dict else encoded["input_ids"]
+        return self.encode(prompt)
 
 
 def _check_call_kwargs(kwargs: dict) -> None:

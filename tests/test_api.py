@@ -276,3 +276,13 @@ def test_tokenizer_call_keywords(processor):
         tokenizer("a cat", padding_side="right")
     with pytest.raises(TypeError, match="unexpected argument 'max_length'"):
         tokenizer("a cat", max_length=4)
+
+
+def test_tokenizer_apply_chat_template(processor):
+    tokenizer = processor.tokenizer
+    messages = [{"role": "user", "content": "Hi"}]
+    ids = tokenizer.apply_chat_template(messages, tokenize=True)
+    assert ids == tokenizer.encode(tokenizer.apply_chat_template(messages))
+    assert tokenizer.apply_chat_template(messages, tokenize=True, return_tensors="pt").tolist() == [ids]
+    encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
+    assert encoded.input_ids.tolist() == [ids] and encoded.attention_mask.tolist() == [[1] * len(ids)]
