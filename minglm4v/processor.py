@@ -3,8 +3,10 @@
 Corresponds to transformers' `Glm4vProcessor` (same `input_ids`, `attention_mask`,
 `mm_token_type_ids` for the same tokenizer and pixels). Steps:
 
-1. (optional) render `messages` with the chat template; each image/video item leaves one
-   `<|image|>` / `<|video|>` placeholder and its picture/clip is collected in order.
+1. (optional) render `messages` with the chat template (`apply_chat_template(..., tokenize=True,
+   return_dict=True)` or `processor(messages=...)`); each image/video item leaves one
+   `<|image|>` / `<|video|>` placeholder and its picture/clip is collected in order: the object
+   itself, or a file under "path" / "url" (a local path or file:// URL; http(s) is refused).
 2. run the image (or video) processor: pixel rows and a [t, gh, gw] grid per image (video).
 3. expand each placeholder to as many tokens as the vision tower will produce for it:
      image:  <|image|>                ->  <|image|> x (t·gh·gw / merge_size²)
@@ -16,7 +18,7 @@ Corresponds to transformers' `Glm4vProcessor` (same `input_ids`, `attention_mask
 
 Output (B = prompts, L = longest expanded prompt): input_ids, attention_mask, mm_token_type_ids
 (B, L) int64; with images pixel_values (N, 1176) float32 and image_grid_thw (num_images, 3) int64;
-with videos pixel_values_videos (N, 1176) and video_grid_thw (num_videos, 3).
+with videos pixel_values_videos (N, 1176) and video_grid_thw (num_videos, 3); all in a BatchFeature.
 """
 import re
 import urllib.parse
