@@ -50,6 +50,11 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
     # model.generate(**inputs, max_new_tokens=...) works as in transformers, with one signature to read
     generate = generation.generate
 
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each ViT block's and decoder layer's activations in the backward pass instead of
+        storing them (same loss and gradients, far less memory, ~1/3 more compute); training only."""
+        self.model.visual.gradient_checkpointing = self.model.language_model.gradient_checkpointing = True
+
     # ------------------------------------------------------------------ pieces, usable one by one
     def get_token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -128,6 +133,20 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
             # token i predicts label i + 1; -100 marks positions without a target
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
         return Glm4vOutput(logits=logits, loss=loss, rope_deltas=rope_deltas)
+
+
+COMPONENTS = ("vision tower", "merger", "language model", "lm_head")
+
+
+def component(key: str) -> str:
+    """Which part of the model a parameter belongs to (the 2x2 downsample counts as merger)."""
+    if key.startswith(("model.visual.merger.", "model.visual.downsample.")):
+        return "merger"
+    if key.startswith("model.visual."):
+        return "vision tower"
+    if key.startswith("model.language_model."):
+        return "language model"
+    return "lm_head" if key.startswith("lm_head.") else "other"
 
 
 # ---------------------------------------------------------------------- input checks
