@@ -1,0 +1,110 @@
+"""Training (minglm4v/train.py): frozen parts stay fixed, checkpointing changes nothing, the output
+directory is a model transformers loads, resuming equals an uninterrupted run, and two DDP processes
+equal one process with the same global batch."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import REPO, load_hf, model_inputs
+from safetensors.torch import load_file
+from sft_helpers import make_model_dir, run_train, write_dataset
+
+from minglm4v import Glm4vForConditionalGeneration
+from minglm4v.processor import Glm4vProcessor
+from minglm4v.sft_data import SFTDataset, collate
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return make_model_dir(root / "base"), write_dataset(root / "data", 8)
+
+
+def _weights(directory):
+    return load_file(directory / "model.safetensors")
+
+
+def _losses(directory):
+    return [json.loads(line)["loss"] for line in (directory / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_default_freeze_keeps_vision_and_merger(setup, tmp_path):
+    base, data = setup
+    run_train("--model", str(base), "--data", str(data), "--output-dir", str(tmp_path), "--max-steps", "2",
+              "--batch-size", "2", "--lr", "1e-2")
+    before, after = _weights(base), _weights(tmp_path)
+    for key in before:
+        same = torch.equal(before[key], after[key])
+        assert same == key.startswith("model.visual."), key  # vision tower + downsample + merger frozen
+    assert {"tokenizer.json", "preprocessor_config.json"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(setup):
+    base, data = setup
+    processor = Glm4vProcessor.from_pretrained(base)
+    batch = collate([SFTDataset(data, processor)[i] for i in range(3)], processor)
+    results = []
+    for checkpointing in (False, True):
+        model = Glm4vForConditionalGeneration.from_pretrained(base).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        loss = model(**batch).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (loss0, grads0), (loss1, grads1) = results
+    torch.testing.assert_close(loss1, loss0, rtol=0, atol=1e-6)
+    for name, grad in grads0.items():
+        torch.testing.assert_close(grads1[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_lora_output_loads_in_transformers_with_equal_logits(setup, tmp_path, oracle_cases):
+    base, data = setup
+    run_train("--model", str(base), "--data", str(data), "--output-dir", str(tmp_path), "--max-steps", "2",
+              "--batch-size", "2", "--lr", "1e-2", "--lora-rank", "4", "--freeze", "none", "--bf16")
+    inputs = model_inputs(oracle_cases["image"])
+    with torch.no_grad():
+        ours = Glm4vForConditionalGeneration.from_pretrained(tmp_path)(**inputs).logits
+        theirs = load_hf(tmp_path)(**inputs).logits
+        original = load_hf(base)(**inputs).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert (ours - original).abs().max() > 1e-3  # the merged adapter really changed the model
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_resume_equals_an_uninterrupted_run(setup, tmp_path):
+    base, data = setup
+    args = ["--model", str(base), "--data", str(data), "--max-steps", "4", "--batch-size", "2",
+            "--save-every", "2", "--lr", "1e-2", "--lora-rank", "2", "--lora-dropout", "0.1"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_train(*args, "--output-dir", str(straight))
+    # a run interrupted after step 2 leaves exactly checkpoint-2 (training is deterministic)
+    shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        run_train(*args, "--output-dir", str(resumed))
+    run_train(*args, "--output-dir", str(resumed), "--resume")
+    assert _losses(resumed) == _losses(straight)[2:]
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_ddp_processes_equal_one_with_the_same_global_batch(setup, tmp_path):
+    base, data = setup
+    args = ["--model", str(base), "--data", str(data), "--max-steps", "3", "--lr", "1e-3", "--freeze", "none",
+            "--grad-accum", "2"]
+    run_train(*args, "--output-dir", str(tmp_path / "one"), "--batch-size", "2")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "-m", "minglm4v", "train", *args, "--output-dir", str(tmp_path / "two"), "--batch-size", "1"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    torch.testing.assert_close(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-6, atol=0)
+    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for key in one:
+        # why not the key biases: adding b to every key adds q.b to all of a query's scores, which softmax
+        # ignores, so their gradient is rounding noise, and Adam turns noise of either sign into full steps
+        if not key.endswith("k_proj.bias"):
+            torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6, msg=key)
