@@ -157,17 +157,24 @@ def encode(conversation: Conversation, processor: Glm4vProcessor) -> dict:
 
 
 class SFTDataset(torch.utils.data.Dataset):
-    """Checked conversations of one file; items are encoded on access (pictures read lazily)."""
+    """Checked conversations of one file; items are encoded on access (pictures read lazily), and one
+    longer than `max_length` tokens (the model's max_position_embeddings) raises DataError."""
 
-    def __init__(self, path, processor: Glm4vProcessor):
+    def __init__(self, path, processor: Glm4vProcessor, max_length: int | None = None):
         self.conversations = read_jsonl(path)
-        self.processor = processor
+        self.processor, self.max_length = processor, max_length
 
     def __len__(self) -> int:
         return len(self.conversations)
 
     def __getitem__(self, index: int) -> dict:
-        return encode(self.conversations[index], self.processor)
+        conversation = self.conversations[index]
+        item = encode(conversation, self.processor)
+        if self.max_length and len(item["input_ids"]) > self.max_length:
+            raise DataError(conversation.path, conversation.line,
+                            f"the conversation is {len(item['input_ids'])} tokens long, more than the model's "
+                            f"{self.max_length} positions; shorten it or use smaller pictures")
+        return item
 
 
 def collate(examples: list[dict], processor: Glm4vProcessor) -> dict:

@@ -25,7 +25,6 @@ Rank 0 alone writes. No counterpart in transformers (its `Trainer` plays this ro
 import json
 import math
 import os
-import shutil
 import time
 from contextlib import nullcontext
 from functools import lru_cache
@@ -41,10 +40,9 @@ from .config import Glm4vConfig
 from .model import Glm4vForConditionalGeneration, component
 from .processor import Glm4vProcessor
 from .sft_data import SFTDataset, collate
+from .train_checkpoints import resume, save_checkpoint, save_model
 
 PARTS = {"vision tower": "vision", "merger": "merger", "language model": "language", "lm_head": "language"}
-STATE = "training_state.pt"
-OWN_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "training_state.pt")
 
 
 def add_arguments(p) -> None:
@@ -84,6 +82,8 @@ def _check(args) -> set[str]:
                          f"use a comma list of vision, merger, language, or none")
     if frozen == set(PARTS.values()):
         raise ValueError("--freeze vision,merger,language leaves nothing to train")
+    if Path(args.output_dir).resolve() == Path(args.model).resolve():
+        raise ValueError("--output-dir must differ from --model: the base model's files are copied into it")
     if args.eval_every and not args.eval_data:
         raise ValueError("--eval-every needs --eval-data FILE.jsonl")
     return frozen
@@ -169,60 +169,6 @@ def evaluate(model, dataset, processor, batch_size: int, rank: int, world: int, 
     return loss_sum / tokens
 
 
-def save_model(model, directory: Path, base: Path) -> None:
-    """A complete HF-layout model in `directory`: merged weights in the base's stored dtype, the base's
-    tokenizer/processor files, and with LoRA the adapter alone in `directory/adapter`."""
-    dtype = getattr(torch, Glm4vConfig.from_pretrained(base).dtype)
-    state = {k: t.to(dtype) if t.is_floating_point() else t for k, t in lora.merged_state_dict(model).items()}
-    model.save_pretrained(directory, state_dict=state)
-    for path in base.iterdir():
-        if path.is_file() and path.name not in OWN_FILES and not path.name.endswith(".safetensors"):
-            shutil.copy2(path, directory / path.name)
-    if lora.lora_layers(model):
-        lora.save_adapter(model, directory / "adapter", str(base.resolve()))
-
-
-def save_checkpoint(model, optimizer, scheduler, step: int, args) -> None:
-    """checkpoint-N: the model + training_state.pt; written aside, then renamed (never half a checkpoint)."""
-    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
-    states = [None] * dist.get_world_size() if dist.is_initialized() else [rng]
-    if dist.is_initialized():
-        dist.all_gather_object(states, rng)
-    if dist.is_initialized() and dist.get_rank() != 0:
-        return
-    final, partial = Path(args.output_dir) / f"checkpoint-{step}", Path(args.output_dir) / f".checkpoint-{step}"
-    shutil.rmtree(partial, ignore_errors=True)
-    save_model(model, partial, Path(args.model))
-    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    torch.save({"step": step, "trainable": trainable, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": states}, partial / STATE)
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    done = [p for p in output_dir.glob("checkpoint-*") if (p / STATE).is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
-
-def resume(model, optimizer, scheduler, args, rank: int) -> int:
-    """Restore the latest checkpoint; returns the step to continue from."""
-    checkpoint = latest_checkpoint(Path(args.output_dir))
-    if checkpoint is None:
-        raise ValueError(f"--resume: no checkpoint-N/{STATE} in {args.output_dir} (save them with --save-every)")
-    state = torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
-    with torch.no_grad():
-        for name, tensor in state["trainable"].items():
-            model.get_parameter(name).copy_(tensor)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if rank < len(state["rng"]):
-        torch.set_rng_state(state["rng"][rank]["cpu"])
-        if state["rng"][rank]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["rng"][rank]["cuda"])
-    return state["step"]
-
-
 def setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
     """(rank, world size, device); under torchrun (WORLD_SIZE > 1) joins the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -251,8 +197,9 @@ def _train(args, frozen, rank, world, device) -> int:
     if not args.resume and output.is_dir() and any(output.glob("checkpoint-*")):
         raise ValueError(f"{output} already holds checkpoints; pass --resume to continue, or another --output-dir")
     processor = Glm4vProcessor.from_pretrained(args.model)
-    data = SFTDataset(args.data, processor)
-    eval_data = SFTDataset(args.eval_data, processor) if args.eval_data else None
+    limit = Glm4vConfig.from_pretrained(args.model).text_config.max_position_embeddings
+    data = SFTDataset(args.data, processor, limit)
+    eval_data = SFTDataset(args.eval_data, processor, limit) if args.eval_data else None
     model = prepare_model(args, frozen, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)

@@ -83,3 +83,16 @@ def test_collate_pads_on_the_left(tmp_path, processor):
     assert batch["input_ids"][row, :pad].eq(processor.tokenizer.pad_token_id).all()
     assert batch["mm_token_type_ids"].sum() == 32 and batch["image_grid_thw"].tolist() == [[1, 8, 8]] * 2
     assert torch.equal(batch["pixel_values"], torch.cat([items[0]["pixel_values"], items[1]["pixel_values"]]))
+
+
+def test_train_command_reports_bad_data_with_its_line(tmp_path, capsys):
+    from minglm4v import cli
+    model = make_model_dir(tmp_path / "model")
+    path = _file(tmp_path, GOOD, GOOD.replace('"a.png"', '"gone.png"'))
+    assert cli.main(["train", "--model", str(model), "--data", str(path), "--output-dir", str(tmp_path / "out")]) == 1
+    assert f"error: {path}:2: image file(s) not found" in capsys.readouterr().err
+
+
+def test_too_long_conversation_is_an_error(tmp_path, processor):
+    with pytest.raises(DataError, match=r":1: the conversation is \d+ tokens long, more than the model's 20"):
+        SFTDataset(_file(tmp_path, GOOD), processor, max_length=20)[0]
