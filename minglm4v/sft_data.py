@@ -23,8 +23,8 @@ Choices, with their precedents:
   This is ms-swift's `loss_scale='last_round'` for thinking models, which drops earlier thinking the
   same way; training on answer-only turns would teach the model to skip thinking.
 - The turn ends with `<|user|>`: it is what GLM-4.1V itself emits after `</answer>` (one of the
-  generation stop ids) and what follows an assistant turn in the template. LLaMA-Factory appends
-  `<|endoftext|>` instead; both are stop ids at inference.
+  generation stop ids), what follows an assistant turn in the template, and the suffix of ms-swift's
+  GLM-4 templates. LLaMA-Factory appends `<|endoftext|>` instead; both are stop ids at inference.
 
 `collate` left-pads encoded examples into a batch: input_ids, attention_mask, mm_token_type_ids,
 labels (B, L) int64, plus pixel_values (N, 1176) / image_grid_thw (images, 3) and the video pair.

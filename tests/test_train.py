@@ -29,18 +29,22 @@ def _weights(directory):
     return load_file(directory / "model.safetensors")
 
 
-def _losses(directory):
-    return [json.loads(line)["loss"] for line in (directory / "train_log.jsonl").read_text().splitlines()]
+def _losses(directory, kind="loss"):
+    records = [json.loads(line) for line in (directory / "train_log.jsonl").read_text().splitlines()]
+    return [r[kind] for r in records if kind in r]
 
 
-def test_default_freeze_keeps_vision_and_merger(setup, tmp_path):
+@pytest.mark.parametrize("freeze, trained", [
+    (None, ("model.language_model.", "lm_head.")),  # default: vision tower, downsample and merger frozen
+    ("vision,language", ("model.visual.downsample.", "model.visual.merger.")),
+])
+def test_frozen_parts_stay_unchanged(setup, tmp_path, freeze, trained):
     base, data = setup
     run_train("--model", str(base), "--data", str(data), "--output-dir", str(tmp_path), "--max-steps", "2",
-              "--batch-size", "2", "--lr", "1e-2")
+              "--batch-size", "2", "--lr", "1e-2", *(["--freeze", freeze] if freeze else []))
     before, after = _weights(base), _weights(tmp_path)
     for key in before:
-        same = torch.equal(before[key], after[key])
-        assert same == key.startswith("model.visual."), key  # vision tower + downsample + merger frozen
+        assert torch.equal(before[key], after[key]) != key.startswith(trained), key
     assert {"tokenizer.json", "preprocessor_config.json"} <= {p.name for p in tmp_path.iterdir()}
 
 
@@ -95,13 +99,15 @@ def test_resume_equals_an_uninterrupted_run(setup, tmp_path):
 def test_two_ddp_processes_equal_one_with_the_same_global_batch(setup, tmp_path):
     base, data = setup
     args = ["--model", str(base), "--data", str(data), "--max-steps", "3", "--lr", "1e-3", "--freeze", "none",
-            "--grad-accum", "2"]
+            "--grad-accum", "2", "--eval-data", str(data)]
     run_train(*args, "--output-dir", str(tmp_path / "one"), "--batch-size", "2")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                     "-m", "minglm4v", "train", *args, "--output-dir", str(tmp_path / "two"), "--batch-size", "1"],
                    env=env, check=True, capture_output=True, timeout=120)
     torch.testing.assert_close(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-6, atol=0)
+    torch.testing.assert_close(_losses(tmp_path / "two", "eval_loss"), _losses(tmp_path / "one", "eval_loss"),
+                               rtol=1e-6, atol=0)
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for key in one:
         # why not the key biases: adding b to every key adds q.b to all of a query's scores, which softmax
