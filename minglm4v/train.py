@@ -64,7 +64,8 @@ def add_arguments(p) -> None:
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory")
     p.add_argument("--freeze", default="vision,merger", help="parts to keep fixed: any of vision,merger,language "
                    "or none (merger = the 2x2 downsample + projector)")
-    p.add_argument("--lora-rank", type=int, default=0, help="> 0: train LoRA adapters instead of the weights")
+    p.add_argument("--lora-rank", type=int, default=0, help="> 0: train LoRA adapters (on the linear layers of "
+                   "the parts not frozen) instead of the weights")
     p.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default: 2 x rank)")
     p.add_argument("--lora-dropout", type=float, default=0.0)
     p.add_argument("--lora-targets", default="all-linear", help="all-linear or names, e.g. q_proj,v_proj")
@@ -84,6 +85,10 @@ def _check(args) -> set[str]:
         raise ValueError("--freeze vision,merger,language leaves nothing to train")
     if Path(args.output_dir).resolve() == Path(args.model).resolve():
         raise ValueError("--output-dir must differ from --model: the base model's files are copied into it")
+    if not args.lora_rank and (args.lora_alpha is not None or args.lora_dropout or args.lora_targets != "all-linear"):
+        raise ValueError("--lora-alpha, --lora-dropout and --lora-targets need --lora-rank R (> 0)")
+    if not 0 <= args.lora_dropout < 1:
+        raise ValueError(f"--lora-dropout must be in [0, 1), got {args.lora_dropout}")
     if args.eval_every and not args.eval_data:
         raise ValueError("--eval-every needs --eval-data FILE.jsonl")
     return frozen
@@ -137,8 +142,7 @@ def _label_tokens(batch: dict) -> int:
 def train_step(model, batches: list[dict], world: int, bf16: bool, device) -> tuple[float, int]:
     """Forward/backward over this rank's micro-batches; gradients end up summed over the global batch
     and divided by its label-token count. Returns (global mean loss, global non-padding tokens)."""
-    own = sum(_label_tokens(b) for b in batches)
-    total, _ = _sum_over_ranks(own, 0)
+    (total,) = _sum_over_ranks(sum(_label_tokens(b) for b in batches))
     loss_sum, seen = 0.0, sum(int(b["attention_mask"].sum()) for b in batches)
     for i, batch in enumerate(batches):
         # why no_sync: DDP all-reduces gradients once, after the last micro-batch
@@ -207,8 +211,10 @@ def _train(args, frozen, rank, world, device) -> int:
         optimizer, lambda s: lr_factor(s, args.warmup_steps, args.max_steps))
     torch.manual_seed(args.seed + rank)  # LoRA dropout masks differ per rank
     start = resume(model, optimizer, scheduler, args, rank) if args.resume else 0
-    # why: a text-only batch leaves a trainable vision tower without gradients, which DDP must be told
-    sees_unused = any(p.requires_grad for n, p in model.named_parameters() if n.startswith("model.visual."))
+    # why: a batch of text-only conversations leaves a trainable vision tower without gradients, and DDP
+    # must then look for unused parameters (a graph traversal per step, so only when it can happen)
+    sees_unused = any(not (c.images or c.videos) for c in data.conversations) and any(
+        p.requires_grad for n, p in model.named_parameters() if n.startswith("model.visual."))
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=sees_unused) if world > 1 else model
     if rank == 0:
         output.mkdir(parents=True, exist_ok=True)
@@ -234,7 +240,8 @@ def _train(args, frozen, rank, world, device) -> int:
         bar.update()
         if eval_data and (step + 1 == args.max_steps or args.eval_every and (step + 1) % args.eval_every == 0):
             record["eval_loss"] = evaluate(model, eval_data, processor, args.batch_size, rank, world, args.bf16, device)
-            bar.write(f"step {step + 1}: eval loss {record['eval_loss']:.4f}")
+            if rank == 0:
+                bar.write(f"step {step + 1}: eval loss {record['eval_loss']:.4f}")
         if log:
             log.write(json.dumps(record) + "\n")
             log.flush()

@@ -114,3 +114,19 @@ def test_two_ddp_processes_equal_one_with_the_same_global_batch(setup, tmp_path)
         # ignores, so their gradient is rounding noise, and Adam turns noise of either sign into full steps
         if not key.endswith("k_proj.bias"):
             torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--freeze", "vision,eyes"], "unknown part(s) ['eyes']"),
+    (["--freeze", "vision,merger,language"], "leaves nothing to train"),
+    (["--lora-targets", "q_proj"], "need --lora-rank"),
+    (["--grad-accum", "0"], "--grad-accum must be at least 1"),
+    (["--eval-every", "5"], "--eval-every needs --eval-data"),
+    (["--lora-rank", "4", "--lora-targets", "query"], "match no trainable nn.Linear"),
+])
+def test_bad_options_are_clear_errors(setup, tmp_path, capsys, extra, message):
+    from minglm4v import cli
+    base, data = setup
+    argv = ["train", "--model", str(base), "--data", str(data), "--output-dir", str(tmp_path / "out"), *extra]
+    assert cli.main(argv) == 1
+    assert message in capsys.readouterr().err
