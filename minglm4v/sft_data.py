@@ -38,11 +38,13 @@ from pathlib import Path
 
 import torch
 
+from . import special_tokens as st
 from .chat_template import apply_chat_template, parse_thinking
 from .processor import Glm4vProcessor
+from .tokenizer import left_pad
 from .video_processing import load_video
 
-END_OF_TURN = "<|user|>"
+END_OF_TURN = st.USER
 KEYS = ("messages", "images", "videos")
 ROLES = ("system", "user", "assistant")
 PLACEHOLDERS = {"<image>": "images", "<video>": "videos"}
@@ -179,14 +181,12 @@ class SFTDataset(torch.utils.data.Dataset):
 
 def collate(examples: list[dict], processor: Glm4vProcessor) -> dict:
     """Left-pad encoded examples into one batch (see the module docstring for the fields)."""
-    width, pad_id = max(len(e["input_ids"]) for e in examples), processor.tokenizer.pad_token_id
-    pads = [width - len(e["input_ids"]) for e in examples]
-    input_ids = torch.tensor([[pad_id] * n + e["input_ids"] for n, e in zip(pads, examples)])
+    input_ids = left_pad([e["input_ids"] for e in examples], processor.tokenizer.pad_token_id)
     batch = {
         "input_ids": input_ids,
-        "attention_mask": torch.tensor([[0] * n + [1] * len(e["input_ids"]) for n, e in zip(pads, examples)]),
+        "attention_mask": left_pad([[1] * len(e["input_ids"]) for e in examples], 0),
         "mm_token_type_ids": processor.mm_token_type_ids(input_ids),
-        "labels": torch.tensor([[-100] * n + e["labels"] for n, e in zip(pads, examples)]),
+        "labels": left_pad([e["labels"] for e in examples], -100),
     }
     for pixels, grid in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
         with_media = [e for e in examples if pixels in e]

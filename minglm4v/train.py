@@ -96,7 +96,7 @@ def _check(args) -> set[str]:
 
 def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGeneration:
     """Load in fp32, then freeze parts or wrap the unfrozen parts' linear layers in LoRA."""
-    model = Glm4vForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32, device=device).train()
+    model = Glm4vForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32, device_map=device).train()
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(PARTS[component(name)] not in frozen)
     if args.lora_rank:

@@ -7,9 +7,10 @@ import torch
 from sft_helpers import make_model_dir, picture, write_dataset
 
 from minglm4v.processor import Glm4vProcessor
+from minglm4v.special_tokens import image_block
 from minglm4v.sft_data import DataError, SFTDataset, collate, read_jsonl
 
-IMAGE = "<|begin_of_image|>" + "<|image|>" * 16 + "<|end_of_image|>"  # 112x112: 8x8 patches / 2x2 merge
+IMAGE = image_block(16)  # 112x112: 8x8 patches / 2x2 merge
 
 
 @pytest.fixture(scope="module")
