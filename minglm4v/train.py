@@ -46,9 +46,9 @@ PARTS = {"vision tower": "vision", "merger": "merger", "language model": "langua
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, help="base model: an HF-layout directory with tokenizer and processor")
-    p.add_argument("--data", required=True, help="JSON Lines conversations (see minglm4v/sft_data.py)")
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--model", required=True, metavar="DIR", help="base model: an HF-layout directory with tokenizer and processor")
+    p.add_argument("--data", required=True, metavar="FILE.jsonl", help="JSON Lines conversations (see minglm4v/sft_data.py)")
+    p.add_argument("--output-dir", required=True, metavar="DIR")
     p.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=8, help="conversations per process per micro-step")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
@@ -56,15 +56,16 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup, then cosine decay to 0")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--eval-data", help="JSON Lines for the evaluation loss")
+    p.add_argument("--eval-data", metavar="FILE.jsonl", help="JSON Lines for the evaluation loss")
     p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (and at the end)")
     p.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0: final model only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (weights and optimizer stay fp32)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory")
-    p.add_argument("--freeze", default="vision,merger", help="parts to keep fixed: any of vision,merger,language "
-                   "or none (merger = the 2x2 downsample + projector)")
-    p.add_argument("--lora-rank", type=int, default=0, help="> 0: train LoRA adapters (on the linear layers of "
+    p.add_argument("--freeze", default="vision,merger", metavar="PARTS", help="parts to keep fixed: any of "
+                   "vision,merger,language or none (merger = 2x2 downsample + projector, language = decoder + "
+                   "lm_head; default: vision,merger)")
+    p.add_argument("--lora-rank", type=int, default=0, metavar="R", help="> 0: train LoRA adapters (on the linear layers of "
                    "the parts not frozen) instead of the weights")
     p.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default: 2 x rank)")
     p.add_argument("--lora-dropout", type=float, default=0.0)
