@@ -39,10 +39,9 @@ from pathlib import Path
 import torch
 
 from . import special_tokens as st
-from .chat_template import apply_chat_template, parse_thinking
+from .chat_template import parse_thinking
 from .processor import Glm4vProcessor
 from .tokenizer import left_pad
-from .video_processing import load_video
 
 END_OF_TURN = st.USER
 KEYS = ("messages", "images", "videos")
@@ -123,33 +122,29 @@ def parse_line(path: Path, number: int, text: str) -> Conversation:
                        f"write one {placeholder} per entry of \"{kind}\", in order")
     if messages[-1]["role"] != "assistant" or not any(m["role"] == "user" for m in messages):
         raise fail("a conversation must have a user message and end with the assistant turn to learn")
-    prompt = [_template_message(m) for m in messages[:-1]]
+    files = iter(media["images"] + media["videos"])  # one kind at most, in placeholder order
+    prompt = [_template_message(m, files) for m in messages[:-1]]
     return Conversation(path, number, prompt, messages[-1]["content"] + END_OF_TURN,
                         media["images"], media["videos"])
 
 
-def _template_message(message: dict) -> dict:
-    """A JSON Lines message -> a chat-template message (pictures as items; history answer-only)."""
+def _template_message(message: dict, files) -> dict:
+    """A JSON Lines message -> a chat-template message (pictures as items with their file; history
+    answer-only)."""
     role, content = message["role"], message["content"]
     if role == "assistant":
         return {"role": role, "content": parse_thinking(content)[1]}
     if role == "system":
         return {"role": role, "content": content}
-    items = [{"type": "image"} if piece == "<image>" else {"type": "video"} if piece == "<video>"
+    items = [{"type": piece[1:-1], "path": str(next(files))} if piece in PLACEHOLDERS
              else {"type": "text", "text": piece} for piece in _SPLIT.split(content) if piece]
     return {"role": role, "content": items}
 
 
 def encode(conversation: Conversation, processor: Glm4vProcessor) -> dict:
     """A Conversation -> {"input_ids", "labels": lists of P + T ints, pixel tensors and grids}."""
-    prompt = apply_chat_template(conversation.messages, add_generation_prompt=True)
-    try:
-        if conversation.videos:
-            clips = [load_video(v) for v in conversation.videos]
-            kwargs = {key: [meta[key] for _, meta in clips] for key in clips[0][1]}
-            inputs = processor(text=prompt, videos=[frames for frames, _ in clips], **kwargs)
-        else:
-            inputs = processor(text=prompt, images=[str(p) for p in conversation.images] or None)
+    try:  # the processor renders the prompt with the generation prompt and reads the pictures or clips
+        inputs = processor(messages=conversation.messages)
     except (OSError, ValueError) as error:
         raise DataError(conversation.path, conversation.line, f"cannot process the pictures: {error}") from error
     target = processor.tokenizer.encode(conversation.target)
