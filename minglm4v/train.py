@@ -42,6 +42,9 @@ from .processor import Glm4vProcessor
 from .sft_data import SFTDataset, collate
 from .train_checkpoints import resume, save_checkpoint, save_model
 
+# --freeze names. LLaMA-Factory's GLM-4.1V groups are visual.patch_embed + visual.blocks and visual.merger,
+# which leaves the position table, the norms and the 2x2 downsample training when both are "frozen";
+# here every visual.* tensor belongs to one of the two (the downsample to the merger, as in `info`).
 PARTS = {"vision tower": "vision", "merger": "merger", "language model": "language", "lm_head": "language"}
 
 
