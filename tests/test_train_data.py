@@ -97,3 +97,10 @@ def test_train_command_reports_bad_data_with_its_line(tmp_path, capsys):
 def test_too_long_conversation_is_an_error(tmp_path, processor):
     with pytest.raises(DataError, match=r":1: the conversation is \d+ tokens long, more than the model's 20"):
         SFTDataset(_file(tmp_path, GOOD), processor, max_length=20)[0]
+
+
+def test_unreadable_picture_is_reported_with_its_line(tmp_path, processor):
+    path = _file(tmp_path, GOOD)
+    (tmp_path / "a.png").write_bytes(b"not a picture")
+    with pytest.raises(DataError, match=r"bad.jsonl:1: cannot process the pictures"):
+        SFTDataset(path, processor)[0]
