@@ -4,7 +4,7 @@
           thinking (<think>...</think>) is shown only with --show-thinking, the answer always
     info  DIR    config summary, parameters per component, dtype, bytes on disk
     check DIR    run minglm4v and transformers on the same checkpoint and input and print the
-                 largest difference after every component (the tool for real 9B weights)
+                 largest difference after every component (compare.py; the tool for real 9B weights)
     train --model DIR --data FILE.jsonl --output-dir OUT   fine-tune (see minglm4v/train.py)
 
 DIR is an HF-layout model directory: config.json, safetensors, tokenizer files and
@@ -21,6 +21,7 @@ import torch
 from . import special_tokens as st
 from . import train
 from .chat_template import parse_thinking
+from .compare import compare_checkpoint, table
 from .config import Glm4vConfig
 from .model import COMPONENTS, Glm4vForConditionalGeneration, component
 from .processor import Glm4vProcessor
@@ -183,74 +184,12 @@ def info(args) -> int:
 
 
 # ----------------------------------------------------------------------------- check
-def check_inputs(config: Glm4vConfig) -> dict:
-    """A 112x112 picture (8x8 patches -> 16 image tokens) between a few text tokens."""
-    from PIL import Image
-
-    from .image_processing import Glm4vImageProcessor
-    ramp = torch.linspace(0, 255, 112).to(torch.uint8)
-    pixels = torch.stack([ramp[:, None].expand(112, 112), ramp[None, :].expand(112, 112),
-                          ramp.flip(0)[:, None].expand(112, 112)], dim=-1)
-    image = Glm4vImageProcessor()(Image.fromarray(pixels.numpy()))
-    slots = int(image["image_grid_thw"].prod()) // config.vision_config.spatial_merge_size ** 2
-    ids = [11, 12, 13] + st.image_block_ids(config, slots) + [14, 15, 16]
-    input_ids = torch.tensor([ids])
-    types = (input_ids == config.image_token_id).long()
-    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), mm_token_type_ids=types, **image)
-
-
-def component_outputs(model, names: list[str], inputs: dict) -> dict:
-    """{module name: its output (fp32, on the CPU)} for one forward pass, captured with hooks."""
-    outputs = {}
-
-    def keep(name):
-        def hook(module, args, out):  # some transformers layers return (hidden, ...) tuples
-            outputs.setdefault(name, (out[0] if isinstance(out, tuple) else out).detach().float().cpu())
-        return hook
-    hooks = [model.get_submodule(name).register_forward_hook(keep(name)) for name in names]
-    try:
-        with torch.no_grad():
-            model(**inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return outputs
-
-
 def check(args) -> int:
-    try:
-        import transformers
-    except ImportError:
-        raise CliError("check compares against transformers, which is not installed: pip install transformers")
     directory = _model_dir(args.dir)
     device, dtype = _device_and_dtype(args.device, args.dtype)
-    # one model at a time, so that checking the 9B model needs the memory of one copy, not two
-    model = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device_map=device)
-    dtype, v, t = next(model.parameters()).dtype, model.config.vision_config, model.config.text_config
-    inputs = {k: x.to(device) for k, x in check_inputs(model.config).items()}
-    names = (["model.visual.patch_embed"] + [f"model.visual.blocks.{i}" for i in range(v.depth)]
-             + ["model.visual.merger", "model.language_model.embed_tokens"]
-             + [f"model.language_model.layers.{i}" for i in range(t.num_hidden_layers)]
-             + ["model.language_model.norm", "lm_head"])
-    ours = component_outputs(model, names, inputs)
-    del model
-    model = transformers.Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype).to(device).eval()
-    theirs = component_outputs(model, names, inputs)
-    del model
-    write(f"{'component':<36}{'shape':>18}{'max |ours - transformers|':>28}{'max |transformers|':>20}\n")
-    for name in names:
-        a, b = ours[name], theirs[name]
-        if a.shape != b.shape:
-            raise CliError(f"{name}: output shapes differ, ours {tuple(a.shape)} vs transformers {tuple(b.shape)}")
-        write(f"{name:<36}{str(tuple(a.shape)):>18}{(a - b).abs().max().item():>28.3e}{b.abs().max().item():>20.3e}\n")
-    logits = ours["lm_head"], theirs["lm_head"]
-    relative = ((logits[0] - logits[1]).abs().max() / logits[1].abs().max()).item()
-    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
-    same_next = torch.equal(logits[0][0, -1].argmax(), logits[1][0, -1].argmax())
-    ok = relative <= tolerance and same_next
-    write(f"logits: relative difference {relative:.2e} (tolerance {tolerance:.0e} in {str(dtype)[6:]}), "
-          f"same next token: {same_next} -> {'OK' if ok else 'MISMATCH'}\n")
-    return 0 if ok else 1
+    rows, logits = compare_checkpoint(directory, dtype=dtype, device=device)
+    write(table(rows) + f"{logits}\n")
+    return 0 if logits.ok else 1
 
 
 # ----------------------------------------------------------------------------- entry point
