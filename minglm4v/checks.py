@@ -6,6 +6,7 @@ naming the argument, what was expected and what was found. No counterpart in tra
 
 import json
 import math
+import numbers
 from pathlib import Path
 
 
@@ -21,11 +22,11 @@ def read_json(path: Path, expected: str) -> dict:
 
 
 def is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to us
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # True is an int to Python, not to us
 
 
 def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def positive_int(value, name: str) -> int:
