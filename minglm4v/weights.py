@@ -80,15 +80,17 @@ def checkpoint_tensors(files: list[Path]) -> dict[str, tuple[tuple[int, ...], st
     return tensors
 
 
-def stored_dtype(tensors: dict[str, tuple[tuple[int, ...], str]], directory) -> torch.dtype:
-    """The one floating dtype all tensors are stored in: the model's dtype when none is asked for.
-    Mixed dtypes are refused rather than letting the first tensor decide for all the others."""
-    counts = Counter(dtype for _, dtype in tensors.values())
+def model_dtype(tensors: dict[str, tuple[tuple[int, ...], str]], directory, requested) -> torch.dtype:
+    """`requested`, or else the one floating dtype all tensors are stored in. Mixed stored dtypes then
+    are refused rather than letting the first tensor decide for all the others."""
+    counts = dict(sorted(Counter(dtype for _, dtype in tensors.values()).items()))
     if not set(counts) <= set(_FLOAT_DTYPES):
-        raise ValueError(f"checkpoint in {directory} stores non-floating tensors ({dict(counts)}); every "
+        raise ValueError(f"checkpoint in {directory} stores non-floating tensors ({counts}); every "
                          f"GLM-4.1V weight is a floating-point tensor ({', '.join(_FLOAT_DTYPES)})")
+    if requested is not None:
+        return requested
     if len(counts) > 1:
-        raise ValueError(f"checkpoint in {directory} mixes dtypes ({dict(counts)} tensors); pass dtype=... "
+        raise ValueError(f"checkpoint in {directory} mixes dtypes ({counts} tensors); pass dtype=... "
                          f"(e.g. torch.bfloat16) to load every tensor in one dtype")
     return _FLOAT_DTYPES[next(iter(counts))]
 
@@ -188,7 +190,7 @@ class PretrainedMixin:
             raise ValueError(f"checkpoint in {directory} does not fit its config.json:"
                              + _listing("missing tensors", missing) + _listing("unexpected tensors", unexpected)
                              + _listing("wrong shapes", wrong_shape))
-        dtype = dtype or stored_dtype(tensors, directory)
+        dtype = model_dtype(tensors, directory, dtype)
         for path in files:
             with open_safetensors(path) as f:
                 shard = {key: f.get_tensor(key) for key in f.keys()}
