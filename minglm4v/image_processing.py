@@ -274,11 +274,16 @@ def _check_settings(min_pixels, max_pixels, patch_size, temporal_patch_size, mer
         positive_int(value, name)
     if min_pixels > max_pixels:
         raise ValueError(f"min_pixels {min_pixels} is larger than max_pixels {max_pixels}; no size fits both")
+    smallest = temporal_patch_size * (patch_size * merge_size) ** 2  # one merge window, in every frame
+    if smallest > max_pixels:
+        raise ValueError(f"max_pixels {max_pixels} is smaller than the smallest picture these settings make: one "
+                         f"{patch_size * merge_size}x{patch_size * merge_size} window (patch_size * merge_size) "
+                         f"in {temporal_patch_size} frames = {smallest} pixels; lower patch_size or merge_size")
     if max_pixels > PIXEL_LIMIT:
         raise ValueError(f"max_pixels {max_pixels} is over minglm4v's limit of {PIXEL_LIMIT} pixels per image or "
                          f"clip (about {PIXEL_LIMIT * 12 / 1e9:.1f} GB of pixel values); lower it")
     for name, values in (("image_mean", image_mean), ("image_std", image_std)):
-        if not isinstance(values, (list, tuple)) or len(values) != 3 or \
+        if not isinstance(values, (list, tuple, np.ndarray)) or len(values) != 3 or \
                 not all(is_number(v) and math.isfinite(v) for v in values):
             raise ValueError(f"{name} must be 3 finite numbers (one per RGB channel), got {values!r}")
     if min(image_std) <= 0:

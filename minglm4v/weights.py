@@ -49,8 +49,9 @@ def checkpoint_files(directory: Path) -> list[Path]:
         raise FileNotFoundError(f"no {SINGLE} or {INDEX} in {directory}")
     for path in files:
         if not path.is_file():
-            raise (IsADirectoryError if path.is_dir() else FileNotFoundError)(f"{INDEX} in {directory} lists {path.name}, which is "
-                                    f"{'a directory' if path.is_dir() else 'missing'}; it must be a safetensors file")
+            error = IsADirectoryError if path.is_dir() else FileNotFoundError
+            raise error(f"{INDEX} in {directory} lists {path.name}, which is "
+                        f"{'a directory' if path.is_dir() else 'missing'}; it must be a safetensors file")
     return files
 
 

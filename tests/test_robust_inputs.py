@@ -55,6 +55,8 @@ def test_image_tensors_of_the_wrong_kind(image, error, message):
     (dict(min_pixels="12544"), TypeError, "min_pixels must be an int, got str '12544'"),
     (dict(min_pixels=10**9), ValueError, "min_pixels 1000000000 is larger than max_pixels 9633792"),
     (dict(min_pixels=2 * 10**8 + 1, max_pixels=10**9), ValueError, "max_pixels 1000000000 is over minglm4v's limit"),
+    (dict(patch_size=5000), ValueError, "max_pixels 9633792 is smaller than the smallest picture these settings "
+                                        r"make: one 10000x10000 window \(patch_size \* merge_size\) in 2 frames"),
     (dict(image_std=(0.5, 0.5)), ValueError, r"image_std must be 3 finite numbers .*got \(0.5, 0.5\)"),
     (dict(image_std=(0.5, 0, 0.5)), ValueError, r"image_std must be > 0 in every channel"),
     (dict(image_mean=(0.5, float("nan"), 0.5)), ValueError, "image_mean must be 3 finite numbers"),

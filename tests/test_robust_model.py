@@ -42,8 +42,8 @@ def test_input_ids_of_a_small_integer_dtype(ours_tiny, dtype):
     (dict(attention_mask=torch.tensor([[1, 1, 2, 1]])), ValueError, r"only 0 \(padding\) and 1 \(token\), got the "
                                                                     r"values \[1, 2\]"),
     (dict(attention_mask=torch.tensor([[1, 0.5, 1, 1]])), ValueError, r"got the values \[0.5, 1.0\]"),
-    (dict(position_ids=torch.arange(3)[None]), ValueError, r"position_ids must have shape \(3, batch, length\) = "
-                                                           r"\(3, 1, 4\) or \(batch, length\) = \(1, 4\), got \(1, 3\)"),
+    (dict(position_ids=torch.arange(3)[None]), ValueError,
+     r"position_ids must have shape \(3, batch, length\) = \(3, 1, 4\) or \(batch, length\) = \(1, 4\), got \(1, 3\)"),
     (dict(position_ids=torch.zeros(1, 4)), TypeError, r"position_ids must be an int64 \(or int32\) tensor"),
     (dict(labels=torch.tensor([[5, 6, 7]])), ValueError, r"labels must have the shape of input_ids \(1, 4\), got "
                                                          r"\(1, 3\)"),
