@@ -4,9 +4,11 @@ Each raises TypeError (wrong kind of value) or ValueError (right kind, wrong val
 naming the argument, what was expected and what was found. No counterpart in transformers.
 """
 
+import dataclasses
 import json
 import math
 import numbers
+import typing
 from pathlib import Path
 
 
@@ -43,3 +45,22 @@ def positive_number(value, name: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
+
+
+def field_type_problems(obj, what: str) -> list[str]:
+    """One line per dataclass field whose value does not have its annotated type ("128" is not an int,
+    nor are 4.5 and True); annotations may be int, float, str, bool, list[int] and `... | None`."""
+    return [f"{what}.{f.name} = {getattr(obj, f.name)!r} should be {getattr(f.type, '__name__', f.type)}"
+            for f in dataclasses.fields(obj) if not _has_type(getattr(obj, f.name), f.type)]
+
+
+def _has_type(value, annotation) -> bool:
+    optional = type(None) in typing.get_args(annotation)
+    if optional:
+        annotation = typing.get_args(annotation)[0]
+    if value is None:
+        return optional
+    if annotation == list[int]:
+        return isinstance(value, (list, tuple)) and all(map(is_int, value))
+    check = {int: is_int, float: is_number}.get(annotation)
+    return check(value) if check else isinstance(value, annotation)

@@ -12,12 +12,11 @@ import dataclasses
 import difflib
 import json
 import math
-import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checks import is_int, is_number, read_json
+from .checks import field_type_problems, read_json
 
 
 @dataclass
@@ -121,7 +120,11 @@ class Glm4vConfig:
         v, t = self.vision_config, self.text_config
         if isinstance(t.eos_token_id, int) and not isinstance(t.eos_token_id, bool):
             t.eos_token_id = [t.eos_token_id]
-        _check_types([(v, "vision_config"), (t, "text_config")], self)
+        wrong = field_type_problems(v, "vision_config") + field_type_problems(t, "text_config") + \
+            field_type_problems(self, "config")
+        if wrong:
+            raise TypeError("invalid Glm4vConfig field types (write numbers as JSON numbers, not strings):\n  - "
+                            + "\n  - ".join(wrong))
         if v.out_hidden_size is None:
             v.out_hidden_size = t.hidden_size
         if t.mrope_section is None:
@@ -274,26 +277,6 @@ def _known(section: dict, names, where: str) -> dict:
         warnings.warn(f"{where}: unknown key {key!r} is ignored" + (f" (did you mean {close[0]!r}?)" if close else ""),
                       stacklevel=3)
     return {k: v for k, v in section.items() if k in names}
-
-
-def _type_ok(value, annotation) -> bool:
-    if value is None:
-        return annotation in (int | None, list[int] | None)
-    if annotation in (int | None, list[int] | None):
-        annotation = typing.get_args(annotation)[0]
-    if annotation == list[int]:
-        return isinstance(value, (list, tuple)) and all(map(is_int, value))
-    return {int: is_int, float: is_number}.get(annotation, lambda v: isinstance(v, annotation))(value)
-
-
-def _check_types(sections, config) -> None:
-    """Every field has the type its annotation names ("128" is not an int, nor is 4.5)."""
-    wrong = [f"{what}.{f.name} = {getattr(obj, f.name)!r} should be {getattr(f.type, '__name__', f.type)}"
-             for obj, what in (*sections, (config, "config")) for f in dataclasses.fields(obj)
-             if f.name not in ("vision_config", "text_config") and not _type_ok(getattr(obj, f.name), f.type)]
-    if wrong:
-        raise TypeError("invalid Glm4vConfig field types (write numbers as JSON numbers, not strings):\n  - "
-                        + "\n  - ".join(wrong))
 
 
 def _range_problems(section, what) -> list[str]:
