@@ -39,7 +39,7 @@ def sample_frame_indices(total_frames, video_fps, fps=2, max_duration=300, durat
     """
     if total_frames <= 0:
         raise ValueError(f"video is empty ({total_frames} frames); it needs at least one frame")
-    _check_rate(video_fps, "video_fps must be the source frame rate")
+    _check_source_rate(video_fps, total_frames, "video_fps must be the source frame rate")
     if duration is not None:
         _check_rate(duration, "duration must be the clip's length in seconds")
     last = total_frames - 1
@@ -156,7 +156,7 @@ class Glm4vVideoProcessor(Glm4vImageProcessor):
                 if video_fps is None:
                     warnings.warn("no fps given: assuming 24 frames per second for the frame timestamps")
                     video_fps = 24
-                _check_rate(video_fps, "fps must be the source frame rate")
+                _check_source_rate(video_fps, len(video), "fps must be the source frame rate")
             frames = [to_rgb(video[i]) for i in indices]
             if len({frame.size for frame in frames}) > 1:
                 raise ValueError(f"all frames of a video must have the same size, got "
@@ -173,3 +173,9 @@ class Glm4vVideoProcessor(Glm4vImageProcessor):
 def _check_rate(value, what: str) -> None:
     if not is_number(value) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{what}, a finite number > 0; got {value!r}")
+
+
+def _check_source_rate(fps, total_frames: int, what: str) -> None:
+    _check_rate(fps, what)
+    if not math.isfinite(total_frames / fps):  # a tiny rate would date the frames at infinite seconds
+        raise ValueError(f"{what}; fps={fps!r} puts {total_frames} frames at an infinite time")

@@ -82,11 +82,12 @@ pil_images = st.builds(lambda mode, w, h: Image.new(mode, (w, h)), st.sampled_fr
 files = st.tuples(st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"]), st.binary(max_size=300))
 
 
-def check_pixels(out, key="pixel_values", grid_key="image_grid_thw"):
+def check_pixels(out, key="pixel_values", grid_key="image_grid_thw", patch=14, frames=2, merge=2):
     rows, grid = out[key], out[grid_key]
     if not finite(rows):
         return "non-finite pixel values"
-    if rows.shape[1] != 1176 or int(grid.prod(-1).sum()) != rows.shape[0] or bool((grid[:, 1:] % 2).any()):
+    if rows.shape[1] != 3 * frames * patch ** 2 or int(grid.prod(-1).sum()) != rows.shape[0] or \
+            bool((grid[:, 1:] % merge).any()):
         return f"inconsistent rows {tuple(rows.shape)} and grid {grid.tolist()}"
 
 
@@ -126,7 +127,7 @@ def settings_problem(kwargs, out):
         return f"accepted min_pixels {made.min_pixels} > max_pixels {made.max_pixels}"
     if pixels > made.max_pixels and made.max_pixels >= 2 * (made.patch_size * made.merge_size) ** 2:
         return f"{pixels} pixels over max_pixels {made.max_pixels}"
-    return check_pixels(out)
+    return check_pixels(out, patch=made.patch_size, frames=made.temporal_patch_size, merge=made.merge_size)
 
 
 @given(kwargs=st.lists(setting, max_size=3).map(dict))
@@ -355,7 +356,9 @@ def config_value_invalid(key, value):
     if key == "rms_norm_eps":
         return not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                     and value > 0)
-    return type(value) is not int or value < (0 if key == "pad_token_id" else 1)
+    if key == "pad_token_id":
+        return value is not None and (type(value) is not int or not 0 <= value < 1024)  # None: the first eos id
+    return type(value) is not int or value < 1
 
 
 @given(where=st.sampled_from(CONFIG_KEYS), value=json_values)

@@ -75,6 +75,12 @@ def test_video_fps_must_be_a_finite_positive_number(fps):
             Glm4vVideoProcessor()(video, fps=fps, sample_frames=sample_frames)
 
 
+def test_video_fps_too_small_to_date_the_frames():
+    for sample_frames in (True, False):
+        with pytest.raises(ValueError, match=r"fps=5e-324 puts 4 frames at an infinite time"):
+            Glm4vVideoProcessor()(np.zeros((4, 28, 28, 3), np.uint8), fps=5e-324, sample_frames=sample_frames)
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(fps=0), r"fps \(frames sampled per second\), a finite number > 0; got 0"),
     (dict(max_duration=float("inf")), r"max_duration \(seconds\), a finite number > 0; got inf"),
