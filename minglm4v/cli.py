@@ -107,16 +107,15 @@ def _model_dir(path) -> Path:
 
 
 def _device_and_dtype(device: str, dtype: str):
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     try:
         parsed = torch.device(device)
     except RuntimeError:
-        parsed = None
-    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        parsed = torch.device("meta")  # not a device name at all
+    if parsed.type not in available:
         raise CliError(f"--device {device!r} is not a device minglm4v runs on; use cpu, cuda, cuda:N or mps")
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {device}: CUDA is not available in this PyTorch; use --device cpu")
-    if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise CliError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    if not available[parsed.type]:
+        raise CliError(f"--device {device}: {parsed.type.upper()} is not available in this PyTorch; use --device cpu")
     return parsed, None if dtype == "auto" else getattr(torch, dtype)
 
 

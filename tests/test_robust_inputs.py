@@ -10,7 +10,8 @@ import torch
 from helpers import REPO
 from PIL import Image
 
-from minglm4v.chat_template import CONTROL_TOKENS, apply_chat_template
+from minglm4v.chat_template import apply_chat_template
+from minglm4v.special_tokens import SPECIAL
 from minglm4v.image_processing import Glm4vImageProcessor
 from minglm4v.processor import Glm4vProcessor
 from minglm4v.tokenizer import Glm4vTokenizer
@@ -105,7 +106,7 @@ def test_malformed_messages(processor, messages, error, message):
         processor(messages=messages)
 
 
-@pytest.mark.parametrize("token", CONTROL_TOKENS)
+@pytest.mark.parametrize("token", SPECIAL)
 def test_control_tokens_typed_into_text_are_refused(token):
     where = {"user": "a text item's 'text'", "system": "system content", "assistant": "assistant content"}
     for role, what in where.items():

@@ -79,7 +79,7 @@ def image_inputs(oracle_cases):
 @pytest.mark.parametrize("grid, error, message", [
     ([[1, 4, 6]], TypeError, r"image_grid_thw must be an int64 \(or int32\) tensor, got list"),
     (torch.tensor([[1.0, 4, 6]]), TypeError, r"image_grid_thw must be an int64"),
-    (torch.tensor([[0, 4, 6]]), ValueError, r"image_grid_thw must hold \[t, h, w\] >= 1 per image or video, got "
+    (torch.tensor([[0, 4, 6]]), ValueError, r"image_grid_thw must hold \[t, h, w\] >= 1 per image, got "
                                             r"\[\[0, 4, 6\]\]"),
     (torch.tensor([[1, -4, -6]]), ValueError, r"image_grid_thw must hold \[t, h, w\] >= 1"),
 ])
