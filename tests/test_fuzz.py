@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY, TINY_BF16
+from helpers import REPO, TINY, TINY_BF16, chat_model_dir
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -284,11 +284,7 @@ def test_fuzz_cli(cli_model_dir, options, capsys):
 
 @pytest.fixture(scope="module")
 def cli_model_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("cli-model")
-    for path in [*TINY.iterdir(), *(REPO / "data" / "tokenizer").iterdir()]:
-        shutil.copy(path, directory / path.name)
-    Glm4vImageProcessor().save_pretrained(directory)
-    return directory
+    return chat_model_dir(tmp_path_factory.mktemp("cli-model"))
 
 
 # ----------------------------------------------------------------------------- checkpoints

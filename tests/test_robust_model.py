@@ -8,11 +8,10 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO, TINY, load_ours, model_inputs
+from helpers import REPO, TINY, chat_model_dir, load_ours, model_inputs
 from safetensors.torch import load_file, save_file
 
 from minglm4v import cli
-from minglm4v.image_processing import Glm4vImageProcessor
 
 IDS = torch.tensor([[5, 6, 7, 8]])
 
@@ -20,10 +19,7 @@ IDS = torch.tensor([[5, 6, 7, 8]])
 @pytest.fixture(scope="module")
 def nan_model_dir(tmp_path_factory):
     """The tiny checkpoint with one NaN in the final norm, plus tokenizer and preprocessor files."""
-    directory = tmp_path_factory.mktemp("nan-model")
-    for path in [*TINY.iterdir(), *(REPO / "data" / "tokenizer").iterdir()]:
-        shutil.copy(path, directory / path.name)
-    Glm4vImageProcessor().save_pretrained(directory)
+    directory = chat_model_dir(tmp_path_factory.mktemp("nan-model"))
     state = load_file(TINY / "model.safetensors")
     state["model.language_model.norm.weight"][3] = float("nan")
     save_file(state, directory / "model.safetensors")
