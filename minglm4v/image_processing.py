@@ -84,6 +84,11 @@ def smart_resize(num_frames, height, width, temporal_factor=2, factor=28,
         beta = math.sqrt(min_pixels / (num_frames * height * width))
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
+        if t_bar * h_bar * w_bar > max_pixels:  # rounding up to whole windows overshot: min and max too close
+            raise ValueError(f"cannot resize {num_frames} frame(s) of {height}x{width} into [min_pixels={min_pixels}, "
+                             f"max_pixels={max_pixels}] on the {factor}-pixel grid: the nearest size {h_bar}x{w_bar} "
+                             f"makes {t_bar * h_bar * w_bar} pixels; widen the range between min_pixels and "
+                             f"max_pixels")
     return h_bar, w_bar
 
 

@@ -68,6 +68,12 @@ def test_image_processor_settings_are_checked_at_construction(settings, error, m
         Glm4vImageProcessor(**settings)
 
 
+def test_pixel_range_too_narrow_for_the_grid():
+    # 30x40 needs an upscale to reach min_pixels; whole 28-pixel windows then give 84x112 x 2 frames
+    with pytest.raises(ValueError, match=r"nearest size 84x112 makes 18816 pixels; widen the range"):
+        Glm4vImageProcessor(min_pixels=12544, max_pixels=17103)(np.zeros((30, 40, 3), np.uint8))
+
+
 @pytest.mark.parametrize("fps", [float("nan"), float("inf"), 0, -1, "30"])
 def test_video_fps_must_be_a_finite_positive_number(fps):
     video = np.zeros((4, 28, 28, 3), np.uint8)
