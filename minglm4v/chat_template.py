@@ -81,7 +81,7 @@ def content_item_type(item) -> str:
 
 def _render_user_content(content) -> str:
     if isinstance(content, str):
-        return content
+        return _checked_text(content, "user content")
     if not isinstance(content, list):
         raise TypeError(f"user content must be a string or a list of items, got {type(content).__name__}")
     parts = []
@@ -90,7 +90,7 @@ def _render_user_content(content) -> str:
         if kind == "text":
             if "text" not in item:
                 raise ValueError(f"text item {item!r} has no 'text' field")
-            parts.append(item["text"])
+            parts.append(_checked_text(item["text"], "a text item's 'text'"))
         else:
             parts.append(IMAGE_PLACEHOLDER if kind == "image" else VIDEO_PLACEHOLDER)
     # No separators: "<|end_of_image|>What is this?" is exactly what the model was trained on.
@@ -104,7 +104,22 @@ def _plain_text(message: dict) -> str:
     if not isinstance(content, str):
         raise TypeError(f"{message['role']} content must be a string, got {type(content).__name__}: "
                         f"{content!r}; join the text items into one string")
-    return content
+    return _checked_text(content, f"{message['role']} content")
+
+
+def _checked_text(text, where: str) -> str:
+    """Typed text, refused if it holds a special token: only the template writes roles and image/video
+    markers, which typed text would otherwise silently become. (<think>, <answer> and the box tags are
+    not special: the model writes them, and they may appear in history.)"""
+    if not isinstance(text, str):
+        raise TypeError(f"{where} must be a string, got {type(text).__name__}: {text!r}")
+    for token in st.SPECIAL:
+        if token in text:
+            raise ValueError(f"{where} contains the control token {token!r}: only the chat template writes "
+                             f"those (roles, image and video markers). Put images and videos in "
+                             f"{{'type': 'image'}} / {{'type': 'video'}} items, and write such text differently, "
+                             f"e.g. with spaces inside the brackets")
+    return text
 
 
 def apply_chat_template(messages: list[dict], add_generation_prompt: bool = True) -> str:
@@ -113,6 +128,9 @@ def apply_chat_template(messages: list[dict], add_generation_prompt: bool = True
     Earlier assistant turns are copied verbatim, as the official template does; pass only the
     answer part (`parse_thinking(output)[1]`) as history, as the official demos do.
     """
+    if not isinstance(messages, (list, tuple)):
+        raise TypeError(f"messages must be a list of message dicts, got {type(messages).__name__}: "
+                        f"{str(messages)[:80]}; wrap one message in a list: [{{'role': 'user', ...}}]")
     if not messages:
         raise ValueError("no messages to render; pass e.g. [{'role': 'user', 'content': 'Hi'}]")
     pieces = [st.GMASK + st.SOP]
@@ -126,8 +144,8 @@ def apply_chat_template(messages: list[dict], add_generation_prompt: bool = True
             pieces.append(st.USER + "\n" + _render_user_content(message["content"]))
         elif role == "assistant":
             # GLM puts tool/metadata text on the role line itself, before the newline.
-            metadata = message.get("metadata")
-            pieces.append(f"{st.ASSISTANT}{metadata if metadata else ''}\n" + _plain_text(message))
+            metadata = message.get("metadata") or ""
+            pieces.append(f"{st.ASSISTANT}{_checked_text(metadata, 'assistant metadata')}\n" + _plain_text(message))
         else:
             raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
     if add_generation_prompt:

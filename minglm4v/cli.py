@@ -13,6 +13,8 @@ uses the bundled micro model in data/micro-model. No counterpart in transformers
 """
 
 import argparse
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from .model import COMPONENTS, Glm4vForConditionalGeneration, component
 from .processor import Glm4vProcessor
 from .streaming import TextStreamer
 from .video_processing import load_video
-from .weights import checkpoint_files
+from .weights import checkpoint_files, checkpoint_tensors
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "micro-model"
 
@@ -106,14 +108,23 @@ def _model_dir(path) -> Path:
 
 
 def _device_and_dtype(device: str, dtype: str):
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CliError(f"--device {device}: CUDA is not available in this PyTorch; use --device cpu")
-    return torch.device(device), None if dtype == "auto" else getattr(torch, dtype)
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        parsed = torch.device("meta")  # not a device name at all
+    if parsed.type not in available:
+        raise CliError(f"--device {device!r} is not a device minglm4v runs on; use cpu, cuda, cuda:N or mps")
+    if not available[parsed.type]:
+        raise CliError(f"--device {device}: {parsed.type.upper()} is not available in this PyTorch; use --device cpu")
+    return parsed, None if dtype == "auto" else getattr(torch, dtype)
 
 
 def chat(args) -> int:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise CliError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise CliError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
     if args.temperature == 0 and (args.top_p is not None or args.top_k is not None or args.seed is not None):
         raise CliError("--top-p, --top-k and --seed only apply when sampling; add --temperature T (> 0)")
     directory = _model_dir(args.model)
@@ -155,19 +166,15 @@ def chat(args) -> int:
 
 # ----------------------------------------------------------------------------- info
 def info(args) -> int:
-    from safetensors import safe_open
     directory = _model_dir(args.dir)
     config = Glm4vConfig.from_pretrained(directory)
     t, v = config.text_config, config.vision_config
     counts, dtypes = dict.fromkeys(COMPONENTS, 0), {}
     files = checkpoint_files(directory)
-    for path in files:
-        with safe_open(path, framework="pt") as f:
-            for key in f.keys():
-                tensor = f.get_slice(key)
-                part = component(key)
-                counts[part] = counts.get(part, 0) + torch.Size(tensor.get_shape()).numel()
-                dtypes[tensor.get_dtype()] = dtypes.get(tensor.get_dtype(), 0) + 1
+    for key, (shape, dtype) in checkpoint_tensors(files).items():
+        part = component(key)
+        counts[part] = counts.get(part, 0) + torch.Size(shape).numel()
+        dtypes[dtype] = dtypes.get(dtype, 0) + 1
     write(f"model      {directory}\n"
           f"text       {t.num_hidden_layers} layers, hidden {t.hidden_size}, {t.num_attention_heads} heads "
           f"({t.num_key_value_heads} kv), mlp {t.intermediate_size}, vocab {t.vocab_size}, "
@@ -225,6 +232,9 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return {"chat": chat, "info": info, "check": check, "train": train.run}[args.command](args)
-    except (CliError, FileNotFoundError, ValueError, ImportError) as error:
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, and keep Python's exit flush quiet too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (CliError, ValueError, TypeError, OSError, ImportError) as error:  # bad input, never a traceback
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -9,9 +9,14 @@ top-level `rope_theta` / `partial_rotary_factor`, and transformers-5 `rope_param
 """
 
 import dataclasses
+import difflib
 import json
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .checks import field_type_problems, read_json
 
 
 @dataclass
@@ -52,7 +57,7 @@ class TextConfig:
     partial_rotary_factor: float = 0.5
     mrope_section: list[int] | None = None  # (t, h, w) frequency counts; None = scaled from [8, 12, 12]
     max_position_embeddings: int = 65536
-    pad_token_id: int = 151329
+    pad_token_id: int | None = 151329  # None = the first eos id (what generation pads finished rows with)
     eos_token_id: list[int] = field(default_factory=lambda: [151329, 151336, 151338])
     hidden_act: str = "silu"
 
@@ -72,6 +77,13 @@ _REQUIRED_TEXT = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_
 _REQUIRED_VISION = ("depth", "hidden_size", "num_heads", "intermediate_size", "out_hidden_size")
 _TOKEN_IDS = ("image_token_id", "video_token_id", "image_start_token_id", "image_end_token_id",
               "video_start_token_id", "video_end_token_id")
+# Keys HF writes into config.json that minglm4v has no use for; any other unknown key gets a warning
+# (a typo such as "rms_norm_epsilon" would otherwise silently keep the default).
+_BOOKKEEPING = {"architectures", "model_type", "transformers_version", "_name_or_path", "dtype", "torch_dtype",
+                "use_cache", "initializer_range", "attention_bias", "attention_dropout", "hidden_dropout_prob",
+                "rope_scaling", "rope_parameters", "bos_token_id", "eos_token_id", "pad_token_id",
+                "tie_word_embeddings", "output_attentions", "output_hidden_states", "return_dict",
+                "text_config", "vision_config", *_TOKEN_IDS}
 
 
 def _build(cls, value, what):
@@ -82,7 +94,7 @@ def _build(cls, value, what):
         return cls()
     if not isinstance(value, dict):
         raise TypeError(f"{what} must be a {cls.__name__} or a dict, got {type(value).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = set(_names(cls))
     unknown = sorted(set(value) - names)
     if unknown:
         raise TypeError(f"{what} got unknown field(s) {unknown}; valid fields are {sorted(names)}")
@@ -106,19 +118,28 @@ class Glm4vConfig:
         self.vision_config = _build(VisionConfig, self.vision_config, "vision_config")
         self.text_config = _build(TextConfig, self.text_config, "text_config")
         v, t = self.vision_config, self.text_config
+        if isinstance(t.eos_token_id, int) and not isinstance(t.eos_token_id, bool):
+            t.eos_token_id = [t.eos_token_id]
+        wrong = field_type_problems(v, "vision_config") + field_type_problems(t, "text_config") + \
+            field_type_problems(self, "config")
+        if wrong:
+            raise TypeError("invalid Glm4vConfig field types (write numbers as JSON numbers, not strings):\n  - "
+                            + "\n  - ".join(wrong))
         if v.out_hidden_size is None:
             v.out_hidden_size = t.hidden_size
         if t.mrope_section is None:
             n = t.rotary_dim // 2  # why: GLM splits the rotary frequencies ~1:1.5:1.5 over (t, h, w)
             t.mrope_section = [n // 4, (n - n // 4) // 2, n - n // 4 - (n - n // 4) // 2]
-        t.mrope_section = list(t.mrope_section)
-        if isinstance(t.eos_token_id, int):
-            t.eos_token_id = [t.eos_token_id]
+        t.mrope_section, t.eos_token_id = list(t.mrope_section), list(t.eos_token_id)
+        if t.pad_token_id is None and t.eos_token_id:
+            t.pad_token_id = t.eos_token_id[0]
         self._validate()
 
     def _validate(self):
         v, t = self.vision_config, self.text_config
-        problems = []
+        problems = _range_problems(v, "vision_config") + _range_problems(t, "text_config")
+        if problems:  # the checks below divide by these numbers
+            raise ValueError("invalid Glm4vConfig:\n  - " + "\n  - ".join(problems))
         if t.hidden_size % t.num_attention_heads:
             problems.append(f"text hidden_size {t.hidden_size} is not divisible by num_attention_heads "
                             f"{t.num_attention_heads}")
@@ -145,9 +166,13 @@ class Glm4vConfig:
         if self.tie_word_embeddings:
             problems.append("tie_word_embeddings=True is not supported: GLM-4.1V has an untied lm_head "
                             "(its own lm_head.weight); leave it False")
-        for name in _TOKEN_IDS:
-            if not 0 <= getattr(self, name) < t.vocab_size:
-                problems.append(f"{name} {getattr(self, name)} is outside the vocabulary [0, {t.vocab_size})")
+        ids = [(name, getattr(self, name)) for name in _TOKEN_IDS] + [("text_config.pad_token_id", t.pad_token_id)]
+        for name, value in ids + [("text_config.eos_token_id", i) for i in t.eos_token_id]:
+            if value is None or not 0 <= value < t.vocab_size:
+                problems.append(f"{name} {value} is outside the vocabulary [0, {t.vocab_size}); set the right "
+                                f"id in config.json")
+        if self.dtype not in _DTYPES:
+            problems.append(f"dtype {self.dtype!r} is not one of {_DTYPES}")
         if problems:
             raise ValueError("invalid Glm4vConfig:\n  - " + "\n  - ".join(problems))
 
@@ -176,7 +201,9 @@ class Glm4vConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "Glm4vConfig":
         """Read an HF-style config dict (legacy or transformers-5 rope fields); bookkeeping keys
-        such as `architectures` or `transformers_version` are ignored."""
+        such as `architectures` or `transformers_version` are ignored, other unknown keys warned about."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a config must be a dict (a JSON object), got {type(d).__name__}")
         for key in ("text_config", "vision_config"):
             if not isinstance(d.get(key), dict):
                 raise ValueError(f"config is missing the required '{key}' section; a GLM-4.1V config.json "
@@ -187,7 +214,11 @@ class Glm4vConfig:
             missing = [k for k in required if k not in section]
             if missing:
                 raise ValueError(f"config {name} is missing required field(s) {missing}")
+        _known(d, (*_TOKEN_IDS, "tie_word_embeddings"), "config.json")
+        text.setdefault("pad_token_id", None)  # not the 9B's id, which a small vocabulary does not have
         rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
+        if not isinstance(rope, dict) or not isinstance(vision.get("rope_parameters", {}), dict):
+            raise ValueError(f"config rope_parameters / rope_scaling must be a dict, got {rope!r}")
         text.setdefault("rope_theta", rope.get("rope_theta", 10000.0))
         text.setdefault("partial_rotary_factor", rope.get("partial_rotary_factor", 0.5))
         if "mrope_section" in rope:
@@ -195,7 +226,8 @@ class Glm4vConfig:
         vision.setdefault("rope_theta", (vision.get("rope_parameters") or {}).get("rope_theta", 10000.0))
         dtype = d.get("dtype") or d.get("torch_dtype") or text.get("dtype") or "float32"
         return cls(
-            vision_config=_known(VisionConfig, vision), text_config=_known(TextConfig, text),
+            vision_config=_known(vision, _names(VisionConfig), "config.json vision_config"),
+            text_config=_known(text, _names(TextConfig), "config.json text_config"),
             tie_word_embeddings=d.get("tie_word_embeddings", False), dtype=dtype,
             **{k: d[k] for k in _TOKEN_IDS if k in d},
         )
@@ -205,7 +237,7 @@ class Glm4vConfig:
         path = Path(directory) / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"no config.json in {directory}; expected an HF-layout model directory")
-        return cls.from_dict(json.loads(path.read_text()))
+        return cls.from_dict(read_json(path, "a GLM-4.1V config.json with 'text_config' and 'vision_config'"))
 
     def to_dict(self) -> dict:
         v, t = dataclasses.asdict(self.vision_config), dataclasses.asdict(self.text_config)
@@ -229,6 +261,34 @@ class Glm4vConfig:
         (Path(directory) / "config.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
-def _known(cls, d: dict) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in d.items() if k in names}
+# ----------------------------------------------------------------------------- field checks
+_DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+def _names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _known(section: dict, names, where: str) -> dict:
+    """The entries of `section` that are fields; warns about any other key that is not HF bookkeeping."""
+    for key in sorted(set(section) - set(names) - _BOOKKEEPING):
+        close = difflib.get_close_matches(key, names, n=1)
+        warnings.warn(f"{where}: unknown key {key!r} is ignored" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                      stacklevel=3)
+    return {k: v for k, v in section.items() if k in names}
+
+
+def _range_problems(section, what) -> list[str]:
+    """Sizes must be positive, rates finite and positive."""
+    problems = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.type is int and value < 1:
+            problems.append(f"{what}.{f.name} must be >= 1, got {value}")
+        if f.type is float and not (math.isfinite(value) and value > 0):
+            problems.append(f"{what}.{f.name} must be a finite number > 0, got {value}")
+    if getattr(section, "partial_rotary_factor", 1) > 1:
+        problems.append(f"{what}.partial_rotary_factor must lie in (0, 1], got {section.partial_rotary_factor}")
+    if any(n < 0 for n in getattr(section, "mrope_section", None) or []):
+        problems.append(f"{what}.mrope_section must hold counts >= 0, got {section.mrope_section}")
+    return problems

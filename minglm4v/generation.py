@@ -14,7 +14,11 @@ and the logits processors `RepetitionPenaltyLogitsProcessor`, `TemperatureLogits
 The model knows nothing about this module: it only calls `cache.update` and reads `cache.length`.
 """
 
+import math
+
 import torch
+
+from .checks import is_int, is_number
 
 
 class KVCache:
@@ -125,7 +129,7 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     eos = text.eos_token_id if eos_token_id is None else eos_token_id
     eos = [eos] if isinstance(eos, int) else list(eos)
     attention_mask = _check_inputs(input_ids, attention_mask, max_new_tokens, text.max_position_embeddings)
-    _check_sampling(do_sample, temperature, top_k, top_p, repetition_penalty, eos, text.vocab_size)
+    _check_sampling(do_sample, temperature, top_k, top_p, repetition_penalty, eos, text.pad_token_id, text.vocab_size)
     if streamer is not None and not all(callable(getattr(streamer, name, None)) for name in ("put", "end")):
         raise TypeError(f"streamer must have put(token_ids) and end() methods (e.g. minglm4v.streaming."
                         f"TextStreamer), got {type(streamer).__name__}")
@@ -150,7 +154,7 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     position = attention_mask.sum(dim=-1, keepdim=True) + out.rope_deltas.to(device)  # (B, 1)
     tokens, finished = [input_ids], torch.zeros(B, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
+        logits = _check_logits(out.logits[:, -1].float(), step)
         token = next_tokens(logits, seen, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                             repetition_penalty=repetition_penalty, generator=generator)
         if budget is not None:
@@ -174,16 +178,18 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
 
 # ----------------------------------------------------------------------------- argument checks
 def _check_inputs(input_ids, attention_mask, max_new_tokens, max_positions):
-    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.numel() == 0:
         got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids, got {got}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids with at least one token, got {got}")
+    if not is_int(max_new_tokens) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
                          f"{tuple(input_ids.shape)}; they must match")
+    if bool(((attention_mask != 0) & (attention_mask != 1)).any()):  # 0.5 or 2 would shift positions
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
     if bool((attention_mask[:, -1] == 0).any()):
         raise ValueError("a prompt ends in padding (attention_mask[:, -1] == 0): generation appends to the "
                          "right, so pad on the left (tokenizer/processor padding_side='left')")
@@ -195,21 +201,37 @@ def _check_inputs(input_ids, attention_mask, max_new_tokens, max_positions):
     return attention_mask.long()
 
 
-def _check_sampling(do_sample, temperature, top_k, top_p, repetition_penalty, eos, vocab):
+def _check_sampling(do_sample, temperature, top_k, top_p, repetition_penalty, eos, pad, vocab):
+    for name, value in (("temperature", temperature), ("repetition_penalty", repetition_penalty),
+                        ("top_p", 1.0 if top_p is None else top_p)):
+        if not is_number(value) or not math.isfinite(value):
+            raise TypeError(f"{name} must be a finite number, got {type(value).__name__} {value!r}")
     if not do_sample and (temperature != 1.0 or top_k is not None or top_p is not None):
         raise ValueError("temperature, top_k and top_p only shape sampling; pass do_sample=True to use them "
                          "(greedy decoding would silently ignore them)")
     if do_sample and not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}; for deterministic output use "
                          f"do_sample=False")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (not is_int(top_k) or top_k < 1):
         raise ValueError(f"top_k must be a positive int (or None), got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     if not repetition_penalty > 0:
         raise ValueError(f"repetition_penalty must be > 0 (1.0 = off), got {repetition_penalty}")
-    if any(not isinstance(e, int) or not 0 <= e < vocab for e in eos):
+    if any(not is_int(e) or not 0 <= e < vocab for e in eos):
         raise ValueError(f"eos_token_id must be token ids in [0, {vocab}), got {eos}")
+    if not is_int(pad) or not 0 <= pad < vocab:
+        raise ValueError(f"text_config.pad_token_id must be a token id in [0, {vocab}) (finished rows are filled "
+                         f"with it), got {pad!r}; set it to the id of <|endoftext|>")
+
+
+def _check_logits(logits, step):
+    """NaN or infinite logits would make greedy pick token 0 and sampling fail: say where they come from."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError(f"the model produced NaN or infinite logits at generation step {step}; likely causes: "
+                         f"NaN/inf weights in the checkpoint, NaN/inf pixel values, or float16 overflow (load "
+                         f"in bfloat16 or float32)")
+    return logits
 
 
 def _check_thinking(budget, end_ids, vocab):

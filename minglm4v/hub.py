@@ -14,10 +14,11 @@ Also here: the transformers keyword arguments that are accepted because they can
 (`check_kwargs`), and the check that a directory holds a model family we implement.
 """
 
-import json
 import os
 import re
 from pathlib import Path
+
+from .checks import read_json
 
 MODEL_TYPES = ("glm4v",)  # config.json "model_type" of GLM-4.1V-Thinking (and GLM-4.6V-Flash)
 
@@ -79,7 +80,8 @@ def check_model_type(directory: Path) -> None:
     path = directory / "config.json"
     if not path.is_file():
         return  # a tokenizer- or processor-only directory: nothing says which model it belongs to
-    model_type = json.loads(path.read_text()).get("model_type")
+    expected = "a GLM-4.1V config.json with 'text_config' and 'vision_config'"
+    model_type = read_json(path, expected).get("model_type")
     if model_type is not None and model_type not in MODEL_TYPES:
         raise ValueError(f"{directory} holds a {model_type!r} model (config.json model_type); minglm4v implements "
                          f"only {list(MODEL_TYPES)} (GLM-4.1V-Thinking). Use transformers for other models")

@@ -37,9 +37,13 @@ from PIL import Image, ImageOps
 
 from .feature import BatchFeature
 from .hub import check_kwargs, resolve_directory
+from .checks import is_number, positive_int, read_json
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Upper bound on max_pixels: a settings file cannot make one call allocate more than ~2.4 GB of pixel
+# rows (3 float32 channels per pixel). The checkpoint's budgets are 9.6 M (images) and 47 M (videos).
+PIXEL_LIMIT = 200_000_000
 
 # Steps the checkpoint's config always switches on; a config that turns one off (or picks another
 # filter) asks for a pipeline this module does not implement.
@@ -80,6 +84,11 @@ def smart_resize(num_frames, height, width, temporal_factor=2, factor=28,
         beta = math.sqrt(min_pixels / (num_frames * height * width))
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
+        if t_bar * h_bar * w_bar > max_pixels:  # rounding up to whole windows overshot: min and max too close
+            raise ValueError(f"cannot resize {num_frames} frame(s) of {height}x{width} into [min_pixels={min_pixels}, "
+                             f"max_pixels={max_pixels}] on the {factor}-pixel grid: the nearest size {h_bar}x{w_bar} "
+                             f"makes {t_bar * h_bar * w_bar} pixels; widen the range between min_pixels and "
+                             f"max_pixels")
     return h_bar, w_bar
 
 
@@ -98,8 +107,8 @@ def open_image(path):
             f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}): {error}. If you trust the file, "
             "raise the limit before loading it: `PIL.Image.MAX_IMAGE_PIXELS = None` (or a larger number)"
         ) from error
-    except OSError as error:
-        raise ValueError(f"cannot read image file {path}: {error}") from error
+    except Exception as error:  # PIL reports a damaged file as OSError, SyntaxError (bad EXIF), struct.error, ...
+        raise ValueError(f"cannot read image file {path}: {type(error).__name__}: {error}") from error
 
 
 def _array_to_pil(array, channels_first):
@@ -107,10 +116,11 @@ def _array_to_pil(array, channels_first):
     if array.ndim != 3 or array.shape[0 if channels_first else -1] not in (1, 3, 4):
         raise ValueError(f"expected an image as a {layout} with C = 1, 3 or 4 (4 = RGBA), got shape "
                          f"{tuple(array.shape)}; numpy images are channels-last, torch images channels-first")
-    if array.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 {layout} with values 0..255, got dtype {array.dtype}; "
+    dtype = str(array.dtype).removeprefix("torch.")  # numpy or torch
+    if dtype != "uint8":
+        raise TypeError(f"expected a uint8 {layout} with values 0..255, got dtype {dtype}; "
                         "convert floats in [0, 1] with (x * 255).round() and a cast to uint8")
-    hwc = np.moveaxis(array, 0, -1) if channels_first else array
+    hwc = np.moveaxis(np.asarray(array), 0, -1) if channels_first else array
     return Image.fromarray(np.ascontiguousarray(hwc[..., 0] if hwc.shape[-1] == 1 else hwc))
 
 
@@ -119,7 +129,9 @@ def to_rgb(image):
     if isinstance(image, (str, Path)):
         image = open_image(image)
     elif isinstance(image, torch.Tensor):
-        image = _array_to_pil(image.detach().cpu().numpy(), channels_first=True)
+        if image.is_meta:
+            raise ValueError("the image tensor is on the meta device: it has a shape but no pixel values")
+        image = _array_to_pil(image.detach().cpu(), channels_first=True)
     elif isinstance(image, np.ndarray):
         image = _array_to_pil(image, channels_first=False)
     elif not isinstance(image, Image.Image):
@@ -134,7 +146,7 @@ def to_rgb(image):
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             return Image.alpha_composite(white, rgba).convert("RGB")
         return image.convert("RGB")
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         raise ValueError(f"cannot convert a PIL image of mode {image.mode} to RGB: {error}") from error
 
 
@@ -194,6 +206,7 @@ class Glm4vImageProcessor:
 
     def __init__(self, min_pixels=12544, max_pixels=9633792, patch_size=14, temporal_patch_size=2,
                  merge_size=2, image_mean=CLIP_MEAN, image_std=CLIP_STD):
+        _check_settings(min_pixels, max_pixels, patch_size, temporal_patch_size, merge_size, image_mean, image_std)
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.patch_size, self.temporal_patch_size, self.merge_size = patch_size, temporal_patch_size, merge_size
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
@@ -244,14 +257,39 @@ class Glm4vImageProcessor:
         path = directory / cls.config_name
         if not path.is_file():
             raise FileNotFoundError(f"no {cls.config_name} in {directory}")
-        config = json.loads(path.read_text())
+        config = read_json(path, "a preprocessor config with 'size', 'patch_size', 'merge_size', ...")
         for key, expected in _FIXED_STEPS.items():
             if config.get(key, expected) != expected:
                 raise ValueError(f"{path} sets {key}={config[key]!r}; only {key}={expected!r} is implemented")
         size = config.get("size", {})
+        if not isinstance(size, dict):
+            raise ValueError(f"{path} has 'size': {size!r}; expected {{'shortest_edge': min_pixels, "
+                             f"'longest_edge': max_pixels}} (pixel counts, as in the GLM-4.1V checkpoint)")
         kwargs = {key: config[key] for key in cls.config_keys if key in config}
         if "shortest_edge" in size:
             kwargs["min_pixels"] = size["shortest_edge"]
         if "longest_edge" in size:
             kwargs["max_pixels"] = size["longest_edge"]
         return cls(**kwargs)
+
+
+def _check_settings(min_pixels, max_pixels, patch_size, temporal_patch_size, merge_size, image_mean, image_std):
+    for name, value in (("patch_size", patch_size), ("temporal_patch_size", temporal_patch_size),
+                        ("merge_size", merge_size), ("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        positive_int(value, name)
+    if min_pixels > max_pixels:
+        raise ValueError(f"min_pixels {min_pixels} is larger than max_pixels {max_pixels}; no size fits both")
+    smallest = temporal_patch_size * (patch_size * merge_size) ** 2  # one merge window, in every frame
+    if smallest > max_pixels:
+        raise ValueError(f"max_pixels {max_pixels} is smaller than the smallest picture these settings make: one "
+                         f"{patch_size * merge_size}x{patch_size * merge_size} window (patch_size * merge_size) "
+                         f"in {temporal_patch_size} frames = {smallest} pixels; lower patch_size or merge_size")
+    if max_pixels > PIXEL_LIMIT:
+        raise ValueError(f"max_pixels {max_pixels} is over minglm4v's limit of {PIXEL_LIMIT} pixels per image or "
+                         f"clip (about {PIXEL_LIMIT * 12 / 1e9:.1f} GB of pixel values); lower it")
+    for name, values in (("image_mean", image_mean), ("image_std", image_std)):
+        if not isinstance(values, (list, tuple, np.ndarray)) or len(values) != 3 or \
+                not all(is_number(v) and math.isfinite(v) for v in values):
+            raise ValueError(f"{name} must be 3 finite numbers (one per RGB channel), got {values!r}")
+    if min(image_std) <= 0:
+        raise ValueError(f"image_std must be > 0 in every channel (pixels are divided by it), got {image_std!r}")

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import generation, rope
+from .checks import is_int
 from .config import Glm4vConfig
 from .decoder import Glm4vTextModel
 from .vision import Glm4vVisionModel
@@ -108,10 +109,13 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
                 cache=None, logits_to_keep: int = 0) -> Glm4vOutput:
         """Logits (B, L, vocab) for a prompt, or (B, logits_to_keep, vocab) for only the last positions
         (generation needs just the last one). Explicit `position_ids` ((3, B, L) or (B, L)) skip the
-        rope index, so `rope_deltas` is then None."""
+        rope index, so `rope_deltas` is then None. `labels` (B, L) give the mean cross-entropy over the
+        positions whose label is not -100; labels without any such position are refused (a mean over
+        no tokens is undefined: transformers returns nan)."""
         past = cache.length if cache is not None else 0
-        _check_inputs(input_ids, attention_mask, mm_token_type_ids, past, pixel_values, image_grid_thw,
-                      pixel_values_videos, video_grid_thw)
+        _check_inputs(self.config, past, input_ids, attention_mask, position_ids, mm_token_type_ids, labels,
+                      logits_to_keep)
+        _check_media(pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
         types = mm_token_type_ids if mm_token_type_ids is not None else self.get_token_types(input_ids)
         x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, types)
         rope_deltas = None
@@ -150,18 +154,47 @@ def component(key: str) -> str:
 
 
 # ---------------------------------------------------------------------- input checks
-def _check_inputs(input_ids, attention_mask, mm_token_type_ids, past, pixel_values, image_grid_thw,
-                  pixel_values_videos, video_grid_thw):
-    if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point():
-        raise TypeError(f"input_ids must be an integer tensor of token ids, got "
-                        f"{getattr(input_ids, 'dtype', type(input_ids).__name__)}")
-    if input_ids.ndim != 2:
-        raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+def _check_inputs(config, past, input_ids, attention_mask, position_ids, mm_token_type_ids, labels, logits_to_keep):
+    _check_integer_tensor("input_ids", input_ids)
+    if input_ids.ndim != 2 or input_ids.numel() == 0:
+        raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; a prompt "
+                         f"needs at least one token")
+    (B, L), text = input_ids.shape, config.text_config
+    if past + L > text.max_position_embeddings:
+        raise ValueError(f"{past} cached + {L} new tokens exceed the model's max_position_embeddings "
+                         f"({text.max_position_embeddings}); shorten the prompt (fewer or smaller images)")
     _check_token_types(input_ids, mm_token_type_ids)
-    expected = (input_ids.shape[0], past + input_ids.shape[1])
+    expected = (B, past + L)
     if attention_mask is not None and tuple(attention_mask.shape) != expected:
         raise ValueError(f"attention_mask must have shape (batch, cached + new tokens) = {expected}, got "
                          f"{tuple(attention_mask.shape)}")
+    if attention_mask is not None and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+        raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (token), got the values "
+                         f"{sorted(set(attention_mask.unique().tolist()))[:6]}")
+    if position_ids is not None:
+        _check_integer_tensor("position_ids", position_ids)
+        if tuple(position_ids.shape) not in ((3, B, L), (B, L)):
+            raise ValueError(f"position_ids must have shape (3, batch, length) = {(3, B, L)} or (batch, length) = "
+                             f"{(B, L)}, got {tuple(position_ids.shape)}")
+    if not is_int(logits_to_keep) or logits_to_keep < 0:
+        raise ValueError(f"logits_to_keep must be an int >= 0 (0 = every position), got {logits_to_keep!r}")
+    if labels is not None:
+        _check_labels(labels, input_ids.shape, text.vocab_size)
+
+
+def _check_labels(labels, shape, vocab):
+    _check_integer_tensor("labels", labels)
+    if labels.shape != shape:
+        raise ValueError(f"labels must have the shape of input_ids {tuple(shape)}, got {tuple(labels.shape)}")
+    if bool(((labels != -100) & ((labels < 0) | (labels >= vocab))).any()):
+        raise ValueError(f"labels must be token ids in [0, {vocab}) or -100 (no target), got values from "
+                         f"{int(labels.min())} to {int(labels.max())}")
+    if not bool((labels[:, 1:] != -100).any()):
+        raise ValueError("labels have no target: every label after the first position is -100, so the loss "
+                         "would average over no tokens; give at least one position a token id")
+
+
+def _check_media(pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw):
     for pixels, grid, names in ((pixel_values, image_grid_thw, "pixel_values and image_grid_thw"),
                                 (pixel_values_videos, video_grid_thw, "pixel_values_videos and video_grid_thw")):
         if (pixels is None) != (grid is None):
@@ -183,6 +216,15 @@ def _check_token_types(input_ids, mm_token_type_ids):
 
 
 def _check_pixels(pixel_values, grid_thw, v, what):
+    name = "pixel_values" if what == "image" else "pixel_values_videos"
+    if not isinstance(pixel_values, torch.Tensor) or not pixel_values.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got "
+                        f"{getattr(pixel_values, 'dtype', type(pixel_values).__name__)}")
+    if not bool(torch.isfinite(pixel_values).all()):
+        raise ValueError(f"{name} holds NaN or infinite values; they would make every logit NaN. "
+                         f"Make pixel values with Glm4vImageProcessor from real images")
+    if grid_thw is not None:
+        _check_integer_tensor(f"{what}_grid_thw", grid_thw)
     if pixel_values.ndim != 2 or pixel_values.shape[1] != v.patch_dim:
         raise ValueError(f"{what} pixel_values must have shape (patches, {v.patch_dim}) = (N, C*T*P*P) with "
                          f"C={v.in_channels}, T={v.temporal_patch_size}, P={v.patch_size}; got "
@@ -190,6 +232,8 @@ def _check_pixels(pixel_values, grid_thw, v, what):
     if grid_thw is None or grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
         raise ValueError(f"{what}_grid_thw must be given with shape ({what}s, 3) = [t, h, w] per {what}; "
                          f"got {None if grid_thw is None else tuple(grid_thw.shape)}")
+    if grid_thw.numel() and int(grid_thw.min()) < 1:
+        raise ValueError(f"{what}_grid_thw must hold [t, h, w] >= 1 per {what}, got {grid_thw.tolist()}")
     m = v.spatial_merge_size
     if bool((grid_thw[:, 1:] % m != 0).any()):
         raise ValueError(f"{what}_grid_thw {grid_thw.tolist()} has an h or w not divisible by the "
@@ -214,3 +258,9 @@ def _check_slots(slots: int, grid_thw, merge: int, what: str):
         raise ValueError(f"{what.capitalize()} features and {what} tokens do not match: the prompt has {slots} "
                          f"{what} tokens but the {what}s give {features} features; expand each placeholder with "
                          f"Glm4vProcessor (processor.apply_chat_template does it)")
+
+
+def _check_integer_tensor(name, value):
+    if not isinstance(value, torch.Tensor) or value.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be an int64 (or int32) tensor, got "
+                        f"{getattr(value, 'dtype', type(value).__name__)}; convert with torch.as_tensor(...).long()")

@@ -110,6 +110,7 @@ class Glm4vProcessor:
             replacements = self._process_videos(videos, out, video_kwargs) if videos is not None else []
         else:
             kind, token, slots = "image", st.IMAGE, n_image_slots
+            _check_no_video_span(texts)
             replacements = self._process_images(images, out) if images is not None else []
         if len(replacements) != slots:
             raise _count_mismatch(kind, token, slots, len(replacements))
@@ -202,7 +203,10 @@ class Glm4vProcessor:
 
 
 def _is_one_conversation(messages: list) -> bool:
-    return all(isinstance(m, dict) for m in messages)  # else a batch: a list of conversations
+    if not isinstance(messages, (list, tuple)):
+        raise TypeError(f"messages must be a list of message dicts (one conversation) or a list of such "
+                        f"lists (a batch), got {type(messages).__name__}")
+    return not all(isinstance(m, (list, tuple)) for m in messages) or not messages  # else a batch
 
 
 def _conversations(messages: list) -> list:
@@ -230,3 +234,9 @@ def _video_of(source):
     if isinstance(source, (str, Path)):
         return load_video(source)
     return source, {}
+def _check_no_video_span(texts: list[str]) -> None:
+    """Without a video, a video span would make the <|image|> tokens inside it count as video frames."""
+    for marker in (st.BEGIN_OF_VIDEO, st.END_OF_VIDEO):
+        if any(marker in t for t in texts):
+            raise ValueError(f"the text has {marker} but no video is passed; {st.IMAGE} tokens after it would be "
+                             f"read as video frames. Remove it, or pass the video with a {st.VIDEO} placeholder")

@@ -10,6 +10,7 @@ files transformers' `AutoTokenizer` loads. Special tokens are looked up by their
 Padding is always on the left (`left_pad`): generation appends to the right end of every row.
 """
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from tokenizers import Tokenizer
 
 from . import special_tokens as st
 from .chat_template import CHAT_TEMPLATE_JINJA, apply_chat_template
+from .checks import is_int, read_json
 from .feature import BatchFeature
 from .hub import check_kwargs, resolve_directory
 
@@ -74,10 +76,16 @@ class Glm4vTokenizer:
             raise FileNotFoundError(f"no tokenizer.json in {directory}; expected a GLM-4.1V checkpoint or "
                                     "tokenizer folder (data/tokenizer/ is built by scripts/make_tokenizer.py)")
         config_path = directory / "tokenizer_config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else None
+        config = read_json(config_path, "a tokenizer config such as {'eos_token': ...}") \
+            if config_path.is_file() else None
         eos = _token_text((config or {}).get("eos_token", st.ENDOFTEXT))
         pad = (config or {}).get("pad_token")
-        return cls(Tokenizer.from_file(str(directory / "tokenizer.json")), eos, pad and _token_text(pad), config)
+        try:
+            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        except Exception as error:  # the tokenizers library raises a bare Exception for a bad file
+            raise ValueError(f"{directory / 'tokenizer.json'} is not a valid tokenizer file ({error}); expected "
+                             f"the tokenizer.json of a GLM-4.1V checkpoint") from error
+        return cls(tokenizer, eos, pad and _token_text(pad), config)
 
     def save_pretrained(self, save_directory) -> list[Path]:
         """tokenizer.json, tokenizer_config.json and special_tokens_map.json, the hub checkpoint's layout
@@ -115,10 +123,7 @@ class Glm4vTokenizer:
     def convert_ids_to_tokens(self, ids: int | list[int]) -> str | list[str]:
         if isinstance(ids, list):
             return [self.convert_ids_to_tokens(i) for i in ids]
-        token = self.tokenizer.id_to_token(ids)
-        if token is None:
-            raise ValueError(f"token id {ids} is outside the vocabulary [0, {len(self)})")
-        return token
+        return self.tokenizer.id_to_token(self._checked_ids([ids])[0])
 
     @property
     def pad_token_id(self) -> int:
@@ -166,6 +171,12 @@ class Glm4vTokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode expects a string, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"text is not valid Unicode: {error.object[error.start:error.end]!r} at position "
+                             f"{error.start} is an unpaired surrogate (a broken character, often from a bad "
+                             f"decode); fix the text, e.g. text.encode('utf-8', 'replace').decode()") from error
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
@@ -175,7 +186,18 @@ class Glm4vTokenizer:
                 raise ValueError(f"decode expects one sequence (1-D), got shape {tuple(ids.shape)}; "
                                  "use batch_decode for a batch")
             ids = ids.tolist()
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        return self.tokenizer.decode(self._checked_ids(ids), skip_special_tokens=skip_special_tokens)
+
+    def _checked_ids(self, ids) -> list[int]:
+        """Ids as a list of ints the tokenizer has text for (the model's vocab may be larger: padding rows)."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise TypeError(f"decode expects a sequence of token ids, got {type(ids).__name__}")
+        ids = list(ids)
+        bad = [i for i in ids if not is_int(i) or not 0 <= i < len(self)]
+        if bad:
+            raise ValueError(f"token id {bad[0]!r} is outside the vocabulary [0, {len(self)}) of this tokenizer "
+                             f"({len(bad)} such id(s)); a model's vocab_size may be larger, but those ids have no text")
+        return [int(i) for i in ids]
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:
         return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in sequences]

@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 import torch
 
+from .checks import is_number
 from .feature import BatchFeature
 from .image_processing import CLIP_MEAN, CLIP_STD, Glm4vImageProcessor, to_rgb
 
@@ -38,8 +39,9 @@ def sample_frame_indices(total_frames, video_fps, fps=2, max_duration=300, durat
     """
     if total_frames <= 0:
         raise ValueError(f"video is empty ({total_frames} frames); it needs at least one frame")
-    if not video_fps or video_fps <= 0:
-        raise ValueError(f"video_fps must be the source frame rate (> 0), got {video_fps!r}")
+    _check_source_rate(video_fps, total_frames, "video_fps must be the source frame rate")
+    if duration is not None:
+        _check_rate(duration, "duration must be the clip's length in seconds")
     last = total_frames - 1
     duration = duration or round(last / video_fps) + 1
     if duration <= max_duration:
@@ -121,6 +123,8 @@ class Glm4vVideoProcessor(Glm4vImageProcessor):
     def __init__(self, min_pixels=12544, max_pixels=47040000, patch_size=14, temporal_patch_size=2,
                  merge_size=2, image_mean=CLIP_MEAN, image_std=CLIP_STD, fps=2, max_duration=300):
         super().__init__(min_pixels, max_pixels, patch_size, temporal_patch_size, merge_size, image_mean, image_std)
+        _check_rate(fps, "fps (frames sampled per second)")
+        _check_rate(max_duration, "max_duration (seconds)")
         self.fps, self.max_duration = fps, max_duration
 
     def __call__(self, videos, fps=None, duration=None, sample_frames=True, return_tensors="pt"):
@@ -152,6 +156,7 @@ class Glm4vVideoProcessor(Glm4vImageProcessor):
                 if video_fps is None:
                     warnings.warn("no fps given: assuming 24 frames per second for the frame timestamps")
                     video_fps = 24
+                _check_source_rate(video_fps, len(video), "fps must be the source frame rate")
             frames = [to_rgb(video[i]) for i in indices]
             if len({frame.size for frame in frames}) > 1:
                 raise ValueError(f"all frames of a video must have the same size, got "
@@ -163,3 +168,14 @@ class Glm4vVideoProcessor(Glm4vImageProcessor):
             timestamps.append([int(i / video_fps) for i in indices[::self.temporal_patch_size]])
         return BatchFeature(pixel_values_videos=torch.cat(rows), video_grid_thw=torch.stack(grids),
                             timestamps=timestamps)
+
+
+def _check_rate(value, what: str) -> None:
+    if not is_number(value) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{what}, a finite number > 0; got {value!r}")
+
+
+def _check_source_rate(fps, total_frames: int, what: str) -> None:
+    _check_rate(fps, what)
+    if not math.isfinite(total_frames / fps):  # a tiny rate would date the frames at infinite seconds
+        raise ValueError(f"{what}; fps={fps!r} puts {total_frames} frames at an infinite time")

@@ -11,31 +11,97 @@ is used, every parameter is filled, and every shape matches. Corresponds to tran
 import dataclasses
 import json
 import re
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .checks import read_json
 from .config import Glm4vConfig
 from .hub import check_kwargs, check_model_type, resolve_directory
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
+_FLOAT_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
 
 
 def checkpoint_files(directory: Path) -> list[Path]:
-    """The safetensors files of a model directory, in shard order."""
+    """The safetensors files of a model directory, in shard order. An index may name only files
+    inside the directory: a checkpoint must not make the loader read anything outside its folder."""
     if (directory / INDEX).is_file():
-        weight_map = json.loads((directory / INDEX).read_text())["weight_map"]
-        return [directory / name for name in sorted(set(weight_map.values()))]
-    if (directory / SINGLE).is_file():
-        return [directory / SINGLE]
-    if list(directory.glob("*.bin")) or list(directory.glob("*.pt")):
+        weight_map = read_json(directory / INDEX, 'a safetensors index: {"weight_map": {tensor name: file name}}')
+        weight_map = weight_map.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map or \
+                not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(f"{directory / INDEX} has no usable 'weight_map': expected a non-empty mapping "
+                             f"from tensor names to shard file names, got {str(weight_map)[:100]}")
+        files = [_inside(directory, name) for name in sorted(set(weight_map.values()))]
+    elif (directory / SINGLE).is_file():
+        files = [directory / SINGLE]
+    elif list(directory.glob("*.bin")) or list(directory.glob("*.pt")):
         raise ValueError(f"{directory} holds a pickled PyTorch checkpoint (.bin/.pt); minglm4v reads only "
                          f"safetensors, which cannot run code on load. Convert it once with transformers: "
                          f"Glm4vForConditionalGeneration.from_pretrained(dir).save_pretrained(new_dir)")
-    raise FileNotFoundError(f"no {SINGLE} or {INDEX} in {directory}")
+    else:
+        raise FileNotFoundError(f"no {SINGLE} or {INDEX} in {directory}")
+    for path in files:
+        if not path.is_file():
+            error = IsADirectoryError if path.is_dir() else FileNotFoundError
+            raise error(f"{INDEX} in {directory} lists {path.name}, which is "
+                        f"{'a directory' if path.is_dir() else 'missing'}; it must be a safetensors file")
+    return files
+
+
+@contextmanager
+def open_safetensors(path: Path):
+    """`safe_open(path)`; a damaged file raises OSError naming it instead of a bare SafetensorError."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            yield f
+    except SafetensorError as error:
+        raise OSError(f"{path} is not a readable safetensors file ({error}); it is damaged or truncated: "
+                      f"download or save it again") from error
+
+
+def checkpoint_tensors(files: list[Path]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{key: (shape, safetensors dtype such as 'BF16')} from the files' headers, reading no tensor data.
+    A key in two files is an error: which copy is meant is unknowable."""
+    tensors, where = {}, {}
+    for path in files:
+        with open_safetensors(path) as f:
+            for key in f.keys():
+                if key in where:
+                    raise ValueError(f"tensor {key} is stored twice, in {where[key]} and in {path}; "
+                                     f"a checkpoint holds each tensor once")
+                info = f.get_slice(key)
+                tensors[key], where[key] = (tuple(info.get_shape()), info.get_dtype()), path
+    return tensors
+
+
+def model_dtype(tensors: dict[str, tuple[tuple[int, ...], str]], directory, requested) -> torch.dtype:
+    """`requested`, or else the one floating dtype all tensors are stored in. Mixed stored dtypes then
+    are refused rather than letting the first tensor decide for all the others."""
+    counts = dict(sorted(Counter(dtype for _, dtype in tensors.values()).items()))
+    if not set(counts) <= set(_FLOAT_DTYPES):
+        raise ValueError(f"checkpoint in {directory} stores non-floating tensors ({counts}); every "
+                         f"GLM-4.1V weight is a floating-point tensor ({', '.join(_FLOAT_DTYPES)})")
+    if requested is not None:
+        return requested
+    if len(counts) > 1:
+        raise ValueError(f"checkpoint in {directory} mixes dtypes ({counts} tensors); pass dtype=... "
+                         f"(e.g. torch.bfloat16) to load every tensor in one dtype")
+    return _FLOAT_DTYPES[next(iter(counts))]
+
+
+def _inside(directory: Path, name: str) -> Path:
+    path = Path(name)
+    if path.is_absolute() or path.drive or ".." in path.parts or not path.parts:
+        raise ValueError(f"{directory / INDEX} names the shard {name!r}, which is outside the model directory; "
+                         f"shards must be plain file names inside {directory}")
+    return directory / path
 
 
 def parse_size(size) -> int:
@@ -113,25 +179,22 @@ class PretrainedMixin:
         with torch.device("meta"):
             model = cls(config)
         expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
-        unexpected, wrong_shape, seen = [], [], set()
-        for path in files:  # check names and shapes first, without reading any tensor data
-            with safe_open(path, framework="pt") as f:
-                for key in f.keys():
-                    shape = tuple(f.get_slice(key).get_shape())
-                    if key not in expected:
-                        unexpected.append(key)
-                    elif shape != expected[key]:
-                        wrong_shape.append(f"{key}: expected {expected[key]}, found {shape}")
-                    seen.add(key)
-        missing = sorted(set(expected) - seen)
+        unexpected, wrong_shape = [], []
+        tensors = checkpoint_tensors(files)  # check names and shapes first, without reading any tensor data
+        for key, (shape, _) in tensors.items():
+            if key not in expected:
+                unexpected.append(key)
+            elif shape != expected[key]:
+                wrong_shape.append(f"{key}: expected {expected[key]}, found {shape}")
+        missing = sorted(set(expected) - set(tensors))
         if missing or unexpected or wrong_shape:
             raise ValueError(f"checkpoint in {directory} does not fit its config.json:"
                              + _listing("missing tensors", missing) + _listing("unexpected tensors", unexpected)
                              + _listing("wrong shapes", wrong_shape))
+        dtype = model_dtype(tensors, directory, dtype)
         for path in files:
-            with safe_open(path, framework="pt") as f:
+            with open_safetensors(path) as f:
                 shard = {key: f.get_tensor(key) for key in f.keys()}
-            dtype = dtype or next(iter(shard.values())).dtype
             shard = {k: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype) for k, t in shard.items()}
             model.load_state_dict(shard, strict=False, assign=True)  # replaces the meta tensors in place
             del shard

@@ -57,3 +57,15 @@ def load_hf(directory, **kwargs):
 def load_ours(directory, **kwargs):
     from minglm4v import Glm4vForConditionalGeneration
     return Glm4vForConditionalGeneration.from_pretrained(directory, **kwargs)
+
+
+def chat_model_dir(directory: Path) -> Path:
+    """A model directory as a hub download holds it, made of the tiny fixture checkpoint: weights and
+    config, the fixture tokenizer files and a default preprocessor_config.json."""
+    import shutil
+
+    from minglm4v.image_processing import Glm4vImageProcessor
+    for path in [*TINY.iterdir(), *(REPO / "data" / "tokenizer").iterdir()]:
+        shutil.copy(path, directory / path.name)
+    Glm4vImageProcessor().save_pretrained(directory)
+    return directory
