@@ -10,6 +10,13 @@ Every `show_*` function draws one matplotlib Figure and returns it, so a noteboo
 * `show_attention(maps)` — one or more (L, S) attention maps or masks, side by side.
 * `show_position_streams(position_ids)` — the (t, h, w) M-RoPE positions of a prompt as a heatmap.
 * `show_mrope_sections(sections)` — which text-RoPE frequency reads which position stream.
+* `show_maps(maps, titles)` — 2-D maps side by side on one colour scale, with its colour bar.
+* `show_patch_rows(pixel_values)` — the first rows of pixel_values, each drawn as its patch.
+* `show_video_sampling(video, indices, recovered, timestamps)` — which frames a clip keeps.
+* `show_decode_positions(position_ids, token_types, prompt_length)` — M-RoPE positions vs index.
+* `show_distributions(words, panels)` — bar charts of next-token probabilities, before/after.
+
+Figures are meant for a projector: lines carry a dark outline, colour bars label numeric colours.
 """
 
 import warnings
@@ -17,12 +24,20 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from einops import rearrange
 from matplotlib import patheffects
 from matplotlib.colors import ListedColormap
+
+from minglm4v.image_processing import unnormalize
 
 STREAM_NAMES = ("t", "h", "w")
 STREAM_COLORS = ("#4c72b0", "#dd8452", "#55a868")
 OUTLINE = [patheffects.withStroke(linewidth=2, foreground="black")]  # legible on any photo
+
+
+def _outlined(lw: float) -> list:
+    """A white line of width `lw` on a black one: visible on bright and dark pictures alike."""
+    return [patheffects.Stroke(linewidth=lw + 1.2, foreground="black"), patheffects.Normal()]
 
 
 def setup_notebook(seed: int = 0) -> None:
@@ -79,9 +94,11 @@ def show_patch_grid(image, grid_thw, patch_size: int = 14, merge_size: int = 2,
     fig, ax = plt.subplots(figsize=(cell * w + 1, cell * h + 1))
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
     for y in range(1, h):
-        ax.axhline(y * patch_size - 0.5, color="w", lw=1.6 if y % merge_size == 0 else 0.4)
+        lw = 2.0 if y % merge_size == 0 else 0.8
+        ax.axhline(y * patch_size - 0.5, color="w", lw=lw, path_effects=_outlined(lw))
     for x in range(1, w):
-        ax.axvline(x * patch_size - 0.5, color="w", lw=1.6 if x % merge_size == 0 else 0.4)
+        lw = 2.0 if x % merge_size == 0 else 0.8
+        ax.axvline(x * patch_size - 0.5, color="w", lw=lw, path_effects=_outlined(lw))
     windows_per_row, window = w // merge_size, patch_size * merge_size
     for k in range(h * w // merge_size**2):
         top, left = (k // windows_per_row) * window, (k % windows_per_row) * window
@@ -109,13 +126,14 @@ def show_rope_angles(angles, grid_hw, freqs, labels=None, title: str | None = No
         raise ValueError(f"angles must be (h*w, n_freqs) = ({h * w}, n); got shape {a.shape}")
     fig, axes = plt.subplots(1, len(freqs), figsize=(2.2 * len(freqs), 2.6), squeeze=False)
     for i, (ax, f) in enumerate(zip(axes[0], freqs)):
-        ax.imshow(np.cos(a[:, f]).reshape(h, w), cmap="RdBu", vmin=-1, vmax=1)
+        im = ax.imshow(np.cos(a[:, f]).reshape(h, w), cmap="RdBu", vmin=-1, vmax=1)
         ax.set_title(labels[i] if labels else f"freq {f}")
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    fig.colorbar(im, ax=axes[0].tolist(), label="cos(angle)", shrink=0.8)
     return fig
 
 
@@ -129,7 +147,8 @@ def show_attention(maps, titles=None, boundaries=(), title: str | None = None):
         raise ValueError(f"maps must be (L, S) or (n, L, S); got shape {m.shape}")
     fig, axes = plt.subplots(1, len(m), figsize=(3.2 * len(m), 3.2), squeeze=False)
     for i, (ax, mi) in enumerate(zip(axes[0], m)):
-        ax.imshow(mi, cmap="Blues", vmin=0, interpolation="nearest")
+        im = ax.imshow(mi, cmap="Blues", vmin=0, interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         for b in boundaries:
             ax.axhline(b - 0.5, color="r", lw=0.8)
             ax.axvline(b - 0.5, color="r", lw=0.8)
@@ -180,5 +199,104 @@ def show_mrope_sections(sections, titles=None):
         ax.set_yticks([])
         ax.set_xlabel("frequency index j  (pair 2j, 2j+1 of the head)")
         ax.set_title(titles[i] if titles else f"mrope_section {list(sec)}")
+    fig.tight_layout()
+    return fig
+
+
+def show_maps(maps, titles, label: str, cmap: str = "RdBu", marks=None):
+    """2-D maps side by side on one symmetric colour scale, with a colour bar named `label`.
+    `maps` is (n, H, W); `marks` optionally puts a cross at one (row, col) per panel."""
+    m = _as_numpy(maps)
+    if m.ndim != 3:
+        raise ValueError(f"maps must be (n, H, W); got shape {m.shape}")
+    top = float(np.abs(m).max()) or 1.0
+    fig, axes = plt.subplots(1, len(m), figsize=(2.9 * len(m) + 0.8, 3.0), squeeze=False)
+    for i, (ax, mi) in enumerate(zip(axes[0], m)):
+        im = ax.imshow(mi, cmap=cmap, vmin=-top, vmax=top, interpolation="nearest")
+        if marks is not None:
+            ax.plot(marks[i][1], marks[i][0], "k+", ms=12, mew=2)
+        ax.set_title(titles[i])
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[0].tolist(), label=label, shrink=0.85)
+    return fig
+
+
+def show_patch_rows(pixel_values, n: int = 16, patch_size: int = 14, merge_size: int = 2):
+    """The first `n` rows of `pixel_values` (N, C·2·P·P), each drawn as its patch (frame 0,
+    CLIP normalisation undone), titled with its row number and merge window."""
+    tiles = rearrange(pixel_values[:n], "n (c tp p1 p2) -> n tp c p1 p2", c=3,
+                      p1=patch_size, p2=patch_size)[:, 0]
+    tiles = rearrange(unnormalize(tiles), "n c p1 p2 -> n p1 p2 c")
+    fig, axes = plt.subplots(1, n, figsize=(0.75 * n, 1.5), squeeze=False)
+    for row, (ax, tile) in enumerate(zip(axes[0], tiles)):
+        ax.imshow(tile.numpy())
+        ax.set_title(f"{row}\nw{row // merge_size**2}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"pixel_values rows 0-{n - 1} (w = merge window)", y=1.1)
+    return fig
+
+
+def show_video_sampling(video, indices, recovered, timestamps, temporal_patch_size: int = 2):
+    """Top: every source frame of `video` (T, H, W, 3), the sampled `indices` framed in their
+    temporal group's colour. Bottom: the `recovered` frames (n, 3, H', W', normalised, as
+    `unpatchify` returns them), one temporal group per colour, dated by `timestamps` (seconds)."""
+    colors = plt.cm.tab10(np.arange(10))
+    fig, axes = plt.subplots(2, len(video), figsize=(0.95 * len(video), 2.6), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        ax.imshow(video[i])
+        ax.set_title(f"frame {i}", fontsize=8)
+        if i in indices:
+            group = indices.index(i) // temporal_patch_size
+            for spine in ax.spines.values():
+                spine.set(edgecolor=colors[group], linewidth=4)
+    for k, ax in enumerate(axes[1]):
+        if k >= len(recovered):
+            ax.axis("off")
+            continue
+        group = k // temporal_patch_size
+        ax.imshow(rearrange(unnormalize(recovered[k]), "c h w -> h w c").numpy())
+        ax.set_title(f"group {group}\n{timestamps[group]} s", fontsize=8, color=colors[group])
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def show_decode_positions(position_ids, token_types, prompt_length: int):
+    """The three M-RoPE streams of one sequence (3, L) or (3, 1, L) against the token index, with
+    the image tokens (`token_types` != 0) and the generated tokens (from `prompt_length`) shaded."""
+    p = _as_numpy(position_ids).reshape(3, -1)
+    index = np.arange(p.shape[1])
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    for name, stream, style in zip(STREAM_NAMES, p, ("-", "--", ":")):
+        ax.step(index, stream, where="mid", ls=style, lw=2, label=f"{name} stream")
+    ax.plot(index, index, color="0.6", lw=1, label="token index")
+    image = np.flatnonzero(_as_numpy(token_types).reshape(-1))
+    ax.axvspan(image[0] - 0.5, image[-1] + 0.5, color="C4", alpha=0.15, label="image tokens")
+    ax.axvspan(prompt_length - 0.5, index[-1] + 0.5, color="C2", alpha=0.15, label="generated")
+    ax.set(xlabel="token index in the sequence", ylabel="position")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def show_distributions(words, panels, ncols: int = 2):
+    """Grouped bar charts of probabilities over `words`, one panel per (title, [(label, probs)])."""
+    rows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(rows, ncols, figsize=(5 * ncols, 2.8 * rows), sharey=True,
+                             squeeze=False)
+    x = np.arange(len(words))
+    for ax, (title, bars) in zip(axes.flat, panels):
+        width = 0.8 / len(bars)
+        for j, (label, probs) in enumerate(bars):
+            ax.bar(x + (j - (len(bars) - 1) / 2) * width, _as_numpy(probs), width, label=label)
+        ax.set_xticks(x, words, rotation=30 if len(words) > 8 else 0)
+        ax.set_title(title)
+        ax.legend()
+    for ax in axes[:, 0]:
+        ax.set_ylabel("probability")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
     fig.tight_layout()
     return fig
