@@ -15,6 +15,7 @@ Every `show_*` function draws one matplotlib Figure and returns it, so a noteboo
 * `show_video_sampling(video, indices, recovered, timestamps)` — which frames a clip keeps.
 * `show_decode_positions(position_ids, token_types, prompt_length)` — M-RoPE positions vs index.
 * `show_distributions(words, panels)` — bar charts of next-token probabilities, before/after.
+* `show_differences(names, diffs)` — per-module max difference from transformers, log scale.
 
 Figures are meant for a projector: lines carry a dark outline, colour bars label numeric colours.
 """
@@ -59,8 +60,9 @@ def setup_notebook(seed: int = 0) -> None:
 
         shell.run_line_magic("matplotlib", "inline")
         set_matplotlib_formats("png")
-    plt.rcParams.update({"figure.figsize": (6, 4), "figure.dpi": 90, "font.size": 9,
-                         "axes.titlesize": 10, "image.cmap": "viridis"})
+    # sizes for a projector: 10 pt text at 90 dpi
+    plt.rcParams.update({"figure.figsize": (6, 4), "figure.dpi": 90, "font.size": 10,
+                         "axes.titlesize": 11, "image.cmap": "viridis"})
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -111,8 +113,7 @@ def show_patch_grid(image, grid_thw, patch_size: int = 14, merge_size: int = 2,
                 py, px = np.array([top, left]) + (np.array([mi, mj]) + 0.5) * patch_size + shift
                 ax.text(px, py, str(k * merge_size**2 + m), ha="center", va="center", color="w",
                         fontsize=7, path_effects=OUTLINE)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.set_title(title or f"{h}x{w} patches, {h * w // merge_size**2} merge windows (row order)")
     return fig
 
@@ -128,8 +129,7 @@ def show_rope_angles(angles, grid_hw, freqs, labels=None, title: str | None = No
     for i, (ax, f) in enumerate(zip(axes[0], freqs)):
         im = ax.imshow(np.cos(a[:, f]).reshape(h, w), cmap="RdBu", vmin=-1, vmax=1)
         ax.set_title(labels[i] if labels else f"freq {f}")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -204,44 +204,41 @@ def show_mrope_sections(sections, titles=None):
 
 
 def show_maps(maps, titles, label: str, cmap: str = "RdBu", marks=None):
-    """2-D maps side by side on one symmetric colour scale, with a colour bar named `label`.
-    `maps` is (n, H, W); `marks` optionally puts a cross at one (row, col) per panel."""
-    m = _as_numpy(maps)
-    if m.ndim != 3:
-        raise ValueError(f"maps must be (n, H, W); got shape {m.shape}")
-    top = float(np.abs(m).max()) or 1.0
+    """2-D maps (of any sizes) side by side on one symmetric colour scale, with a colour bar named
+    `label`. `maps` is (n, H, W) or a list of (H, W); `marks` puts a cross at one (row, col) each."""
+    m = [_as_numpy(x) for x in maps]
+    if any(x.ndim != 2 for x in m):
+        raise ValueError(f"maps must be 2-D (H, W) each; got shapes {[x.shape for x in m]}")
+    top = max(float(np.abs(x).max()) for x in m) or 1.0
     fig, axes = plt.subplots(1, len(m), figsize=(2.9 * len(m) + 0.8, 3.0), squeeze=False)
     for i, (ax, mi) in enumerate(zip(axes[0], m)):
         im = ax.imshow(mi, cmap=cmap, vmin=-top, vmax=top, interpolation="nearest")
         if marks is not None:
             ax.plot(marks[i][1], marks[i][0], "k+", ms=12, mew=2)
         ax.set_title(titles[i])
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     fig.colorbar(im, ax=axes[0].tolist(), label=label, shrink=0.85)
     return fig
 
 
 def show_patch_rows(pixel_values, n: int = 16, patch_size: int = 14, merge_size: int = 2):
-    """The first `n` rows of `pixel_values` (N, C·2·P·P), each drawn as its patch (frame 0,
-    CLIP normalisation undone), titled with its row number and merge window."""
+    """The first `n` rows of `pixel_values` (N, C·2·P·P) drawn as patches (frame 0), titled
+    with the row number and its merge window."""
     tiles = rearrange(pixel_values[:n], "n (c tp p1 p2) -> n tp c p1 p2", c=3,
                       p1=patch_size, p2=patch_size)[:, 0]
     tiles = rearrange(unnormalize(tiles), "n c p1 p2 -> n p1 p2 c")
     fig, axes = plt.subplots(1, n, figsize=(0.75 * n, 1.5), squeeze=False)
-    for row, (ax, tile) in enumerate(zip(axes[0], tiles)):
+    for row, (ax, tile) in enumerate(zip(axes.flat, tiles)):
         ax.imshow(tile.numpy())
         ax.set_title(f"{row}\nw{row // merge_size**2}", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     fig.suptitle(f"pixel_values rows 0-{n - 1} (w = merge window)", y=1.1)
     return fig
 
 
 def show_video_sampling(video, indices, recovered, timestamps, temporal_patch_size: int = 2):
-    """Top: every source frame of `video` (T, H, W, 3), the sampled `indices` framed in their
-    temporal group's colour. Bottom: the `recovered` frames (n, 3, H', W', normalised, as
-    `unpatchify` returns them), one temporal group per colour, dated by `timestamps` (seconds)."""
+    """Top: the frames of `video` (T, H, W, 3), sampled `indices` framed in their temporal group's
+    colour. Bottom: `recovered` frames (n, 3, H', W') from `unpatchify`, dated by `timestamps`."""
     colors = plt.cm.tab10(np.arange(10))
     fig, axes = plt.subplots(2, len(video), figsize=(0.95 * len(video), 2.6), squeeze=False)
     for i, ax in enumerate(axes[0]):
@@ -251,16 +248,14 @@ def show_video_sampling(video, indices, recovered, timestamps, temporal_patch_si
             group = indices.index(i) // temporal_patch_size
             for spine in ax.spines.values():
                 spine.set(edgecolor=colors[group], linewidth=4)
-    for k, ax in enumerate(axes[1]):
-        if k >= len(recovered):
-            ax.axis("off")
-            continue
+    for k, ax in enumerate(axes[1][:len(recovered)]):
         group = k // temporal_patch_size
         ax.imshow(rearrange(unnormalize(recovered[k]), "c h w -> h w c").numpy())
         ax.set_title(f"group {group}\n{timestamps[group]} s", fontsize=8, color=colors[group])
+    for ax in axes[1][len(recovered):]:
+        ax.axis("off")
     for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     return fig
 
 
@@ -294,9 +289,22 @@ def show_distributions(words, panels, ncols: int = 2):
         ax.set_xticks(x, words, rotation=30 if len(words) > 8 else 0)
         ax.set_title(title)
         ax.legend()
-    for ax in axes[:, 0]:
-        ax.set_ylabel("probability")
+    axes[0, 0].set_ylabel("probability")
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
+    return fig
+
+
+def show_differences(names, diffs, tolerance: float = 1e-5):
+    """Max |ours - reference| per module, log-scale bars; exact zeros labelled, tolerance dashed."""
+    fig, ax = plt.subplots(figsize=(7, 0.27 * len(names) + 0.6))
+    ax.barh(range(len(names)), [max(d, 1e-9) for d in diffs])
+    for i, d in enumerate(diffs):
+        if d == 0:
+            ax.text(1.3e-9, i, "exactly 0", va="center")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set(xscale="log", xlim=(1e-9, 1e-3), xlabel="max |minglm4v - transformers|")
+    ax.axvline(tolerance, color="k", ls="--", lw=1)
     return fig

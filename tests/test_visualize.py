@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from minglm4v.image_processing import CLIP_MEAN, CLIP_STD, patchify, unpatchify  # noqa: E402
 from minglm4v.rope import get_rope_index, vision_positions  # noqa: E402
 from minglm4v.visualize import (setup_notebook, show_attention, show_decode_positions,  # noqa: E402
-                                show_distributions, show_maps, show_mrope_sections,
+                                show_differences, show_distributions, show_maps, show_mrope_sections,
                                 show_patch_grid, show_patch_rows, show_position_streams,
                                 show_rope_angles, show_video_sampling)
 
@@ -130,7 +130,9 @@ def test_maps_share_one_symmetric_colour_scale_with_a_bar():
         np.testing.assert_array_equal(ax.images[0].get_array(), m.numpy())
         assert ax.images[0].get_clim() == (-2.0, 2.0)
     assert [tuple(ax.lines[0].get_xydata()[0]) for ax in panels] == [(1, 0), (0, 0)]  # (col, row)
-    with pytest.raises(ValueError, match=r"\(n, H, W\)"):
+    fig = show_maps([torch.zeros(2, 2), torch.ones(3, 4)], ["small", "big"], label="x")
+    assert fig.axes[1].images[0].get_array().shape == (3, 4)
+    with pytest.raises(ValueError, match=r"2-D \(H, W\) each"):
         show_maps(maps[0], ["a"], label="x")
 
 
@@ -185,3 +187,12 @@ def test_distributions_one_bar_per_word_and_label():
     np.testing.assert_allclose([b.get_height() for b in first.patches], [*p.tolist(), *q.tolist()])
     assert [t.get_text() for t in first.get_xticklabels()] == words
     assert len(second.patches) == 3 and not spare.axison
+
+
+def test_differences_log_bars_with_exact_zeros_labelled():
+    fig = show_differences(["a", "b", "c"], [0.0, 2e-6, 3e-7], tolerance=1e-5)
+    ax = fig.axes[0]
+    assert [round(b.get_width(), 12) for b in ax.patches] == [1e-9, 2e-6, 3e-7]  # 0 drawn at the floor
+    assert [t.get_text() for t in ax.texts] == ["exactly 0"] and ax.texts[0].get_position()[1] == 0
+    assert ax.get_xscale() == "log" and ax.lines[0].get_xdata()[0] == 1e-5
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
