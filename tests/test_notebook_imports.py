@@ -43,6 +43,6 @@ def test_notebook_imports_come_with_the_notebooks_extra(path):
     allowed, owners = _allowed_distributions(), packages_distributions()
     for module in sorted(_imports(path) - set(sys.stdlib_module_names) - {"minglm4v"}):
         dists = {d.lower().replace("_", "-") for d in owners.get(module, [])}
-        assert dists & allowed, f"{path.name} imports {module} ({dists or 'unknown'}), not in the notebooks extra"
+        assert dists & allowed, f"{path.name} imports {module} ({dists or '?'}): not in the notebooks extra"
     sources = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
     assert not re.search(r"[\"'](\.\./)?(scripts|tests)/", sources), f"{path.name} uses scripts/ or tests/"

@@ -143,9 +143,9 @@ def test_05_image_rope_delta_and_block_positions():
 
 
 def test_06_counts_from_the_header_and_bf16_error(fixture_model):
-    model_counts = {"vision": fixture_model.model.visual, "language_model": fixture_model.model.language_model,
-                    "lm_head": fixture_model.lm_head}
-    expected = {k: sum(p.numel() for p in m.parameters()) for k, m in model_counts.items()}
+    parts = {"vision": fixture_model.model.visual, "lm_head": fixture_model.lm_head,
+             "language_model": fixture_model.model.language_model}
+    expected = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
     assert ex06_checkpoints.count_by_component(TINY) == expected
     assert ex06_checkpoints.count_by_component(TINY_BF16) == expected  # sharded
     inputs = create_multimodal_inputs(fixture_model.config, text_length=8, height=56, width=56)
