@@ -63,7 +63,7 @@ def test_00_loss_by_hand_equals_the_models_loss(tiny):
 
 def test_00_one_image_prompt_rope_delta(tiny):
     ids, delta = ex00_tour.one_image_prompt(TINY_CFG, 224, 168)
-    _, deltas = tiny.get_rope_index(ids, torch.tensor([[1, 16, 12]]))
+    _, deltas = tiny.get_rope_index(ids, image_grid_thw=torch.tensor([[1, 16, 12]]))
     assert delta == deltas.item() == 8 - 48
 
 
@@ -205,7 +205,7 @@ def test_10_greedy_and_decode_position(fixture_model, tokenizer):
     k, L = 3, inputs["input_ids"].shape[1]
     longer = torch.cat([inputs["input_ids"], torch.full((1, k + 1), 7)], dim=1)
     types = torch.nn.functional.pad(inputs["mm_token_type_ids"], (0, k + 1))
-    pos, _ = fixture_model.get_rope_index(longer, inputs["image_grid_thw"], mm_token_type_ids=types)
+    pos, _ = fixture_model.get_rope_index(longer, types, inputs["image_grid_thw"])
     assert pos[:, 0, L + k].tolist() == [ex10_generation.decode_position(fixture_model, inputs, k)] * 3
 
 

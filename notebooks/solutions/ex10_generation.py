@@ -10,8 +10,8 @@ def greedy(model, inputs, max_new_tokens):
     """Exercise 1: batch of one. Prefill fills the cache; token k then goes in alone at position
     max prompt position + 1 + k in all three streams."""
     eos = model.config.text_config.eos_token_id
-    positions, _ = model.get_rope_index(inputs["input_ids"], inputs.get("image_grid_thw"),
-                                        mm_token_type_ids=inputs["mm_token_type_ids"])
+    positions, _ = model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                        inputs.get("image_grid_thw"))
     cache = KVCache(model.config.text_config.num_hidden_layers)
     logits = model(**inputs, position_ids=positions, cache=cache).logits[:, -1]
     tokens = []
@@ -27,6 +27,6 @@ def greedy(model, inputs, max_new_tokens):
 
 def decode_position(model, inputs, k):
     """Exercise 2: generated tokens are text, so all streams continue from the prompt's max."""
-    positions, _ = model.get_rope_index(inputs["input_ids"], inputs.get("image_grid_thw"),
-                                        mm_token_type_ids=inputs["mm_token_type_ids"])
+    positions, _ = model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                        inputs.get("image_grid_thw"))
     return int(positions.max()) + 1 + k
