@@ -286,7 +286,8 @@ def show_distributions(words, panels, ncols: int = 2):
         width = 0.8 / len(bars)
         for j, (label, probs) in enumerate(bars):
             ax.bar(x + (j - (len(bars) - 1) / 2) * width, _as_numpy(probs), width, label=label)
-        ax.set_xticks(x, words, rotation=30 if len(words) > 8 else 0)
+        slanted = len(words) > 6  # long word lists would overlap
+        ax.set_xticks(x, words, rotation=30 if slanted else 0, ha="right" if slanted else "center")
         ax.set_title(title)
         ax.legend()
     axes[0, 0].set_ylabel("probability")

@@ -3,6 +3,7 @@ module a notebook imports comes from the standard library, minglm4v, or a distri
 core dependencies or the `notebooks` extra; and no notebook reaches into scripts/ or tests/."""
 
 import ast
+import functools
 import re
 import sys
 import tomllib
@@ -18,6 +19,11 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 def _name(requirement: str) -> str:
     return re.split(r"[<>=!\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+@functools.cache
+def _owners() -> dict[str, list[str]]:
+    return packages_distributions()  # scans every installed distribution: once per session
 
 
 def _allowed_distributions() -> set[str]:
@@ -40,7 +46,7 @@ def _imports(path) -> set[str]:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_imports_come_with_the_notebooks_extra(path):
-    allowed, owners = _allowed_distributions(), packages_distributions()
+    allowed, owners = _allowed_distributions(), _owners()
     for module in sorted(_imports(path) - set(sys.stdlib_module_names) - {"minglm4v"}):
         dists = {d.lower().replace("_", "-") for d in owners.get(module, [])}
         assert dists & allowed, f"{path.name} imports {module} ({dists or '?'}): not in the notebooks extra"
