@@ -10,6 +10,14 @@ Every `show_*` function draws one matplotlib Figure and returns it, so a noteboo
 * `show_attention(maps)` — one or more (L, S) attention maps or masks, side by side.
 * `show_position_streams(position_ids)` — the (t, h, w) M-RoPE positions of a prompt as a heatmap.
 * `show_mrope_sections(sections)` — which text-RoPE frequency reads which position stream.
+* `show_maps(maps, titles)` — 2-D maps side by side on one colour scale, with its colour bar.
+* `show_patch_rows(pixel_values)` — the first rows of pixel_values, each drawn as its patch.
+* `show_video_sampling(video, indices, recovered, timestamps)` — which frames a clip keeps.
+* `show_decode_positions(position_ids, token_types, prompt_length)` — M-RoPE positions vs index.
+* `show_distributions(words, panels)` — bar charts of next-token probabilities, before/after.
+* `show_differences(names, diffs)` — per-module max difference from transformers, log scale.
+
+Figures are meant for a projector: lines carry a dark outline, colour bars label numeric colours.
 """
 
 import warnings
@@ -17,12 +25,20 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from einops import rearrange
 from matplotlib import patheffects
 from matplotlib.colors import ListedColormap
+
+from minglm4v.image_processing import unnormalize
 
 STREAM_NAMES = ("t", "h", "w")
 STREAM_COLORS = ("#4c72b0", "#dd8452", "#55a868")
 OUTLINE = [patheffects.withStroke(linewidth=2, foreground="black")]  # legible on any photo
+
+
+def _outlined(lw: float) -> list:
+    """A white line of width `lw` on a black one: visible on bright and dark pictures alike."""
+    return [patheffects.Stroke(linewidth=lw + 1.2, foreground="black"), patheffects.Normal()]
 
 
 def setup_notebook(seed: int = 0) -> None:
@@ -44,8 +60,9 @@ def setup_notebook(seed: int = 0) -> None:
 
         shell.run_line_magic("matplotlib", "inline")
         set_matplotlib_formats("png")
-    plt.rcParams.update({"figure.figsize": (6, 4), "figure.dpi": 90, "font.size": 9,
-                         "axes.titlesize": 10, "image.cmap": "viridis"})
+    # sizes for a projector: 10 pt text at 90 dpi
+    plt.rcParams.update({"figure.figsize": (6, 4), "figure.dpi": 90, "font.size": 10,
+                         "axes.titlesize": 11, "image.cmap": "viridis"})
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -79,9 +96,11 @@ def show_patch_grid(image, grid_thw, patch_size: int = 14, merge_size: int = 2,
     fig, ax = plt.subplots(figsize=(cell * w + 1, cell * h + 1))
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
     for y in range(1, h):
-        ax.axhline(y * patch_size - 0.5, color="w", lw=1.6 if y % merge_size == 0 else 0.4)
+        lw = 2.0 if y % merge_size == 0 else 0.8
+        ax.axhline(y * patch_size - 0.5, color="w", lw=lw, path_effects=_outlined(lw))
     for x in range(1, w):
-        ax.axvline(x * patch_size - 0.5, color="w", lw=1.6 if x % merge_size == 0 else 0.4)
+        lw = 2.0 if x % merge_size == 0 else 0.8
+        ax.axvline(x * patch_size - 0.5, color="w", lw=lw, path_effects=_outlined(lw))
     windows_per_row, window = w // merge_size, patch_size * merge_size
     for k in range(h * w // merge_size**2):
         top, left = (k // windows_per_row) * window, (k % windows_per_row) * window
@@ -94,8 +113,7 @@ def show_patch_grid(image, grid_thw, patch_size: int = 14, merge_size: int = 2,
                 py, px = np.array([top, left]) + (np.array([mi, mj]) + 0.5) * patch_size + shift
                 ax.text(px, py, str(k * merge_size**2 + m), ha="center", va="center", color="w",
                         fontsize=7, path_effects=OUTLINE)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
     ax.set_title(title or f"{h}x{w} patches, {h * w // merge_size**2} merge windows (row order)")
     return fig
 
@@ -109,13 +127,13 @@ def show_rope_angles(angles, grid_hw, freqs, labels=None, title: str | None = No
         raise ValueError(f"angles must be (h*w, n_freqs) = ({h * w}, n); got shape {a.shape}")
     fig, axes = plt.subplots(1, len(freqs), figsize=(2.2 * len(freqs), 2.6), squeeze=False)
     for i, (ax, f) in enumerate(zip(axes[0], freqs)):
-        ax.imshow(np.cos(a[:, f]).reshape(h, w), cmap="RdBu", vmin=-1, vmax=1)
+        im = ax.imshow(np.cos(a[:, f]).reshape(h, w), cmap="RdBu", vmin=-1, vmax=1)
         ax.set_title(labels[i] if labels else f"freq {f}")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    fig.colorbar(im, ax=axes[0].tolist(), label="cos(angle)", shrink=0.8)
     return fig
 
 
@@ -129,7 +147,8 @@ def show_attention(maps, titles=None, boundaries=(), title: str | None = None):
         raise ValueError(f"maps must be (L, S) or (n, L, S); got shape {m.shape}")
     fig, axes = plt.subplots(1, len(m), figsize=(3.2 * len(m), 3.2), squeeze=False)
     for i, (ax, mi) in enumerate(zip(axes[0], m)):
-        ax.imshow(mi, cmap="Blues", vmin=0, interpolation="nearest")
+        im = ax.imshow(mi, cmap="Blues", vmin=0, interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         for b in boundaries:
             ax.axhline(b - 0.5, color="r", lw=0.8)
             ax.axvline(b - 0.5, color="r", lw=0.8)
@@ -181,4 +200,112 @@ def show_mrope_sections(sections, titles=None):
         ax.set_xlabel("frequency index j  (pair 2j, 2j+1 of the head)")
         ax.set_title(titles[i] if titles else f"mrope_section {list(sec)}")
     fig.tight_layout()
+    return fig
+
+
+def show_maps(maps, titles, label: str, cmap: str = "RdBu", marks=None):
+    """2-D maps (of any sizes) side by side on one symmetric colour scale, with a colour bar named
+    `label`. `maps` is (n, H, W) or a list of (H, W); `marks` puts a cross at one (row, col) each."""
+    m = [_as_numpy(x) for x in maps]
+    if any(x.ndim != 2 for x in m):
+        raise ValueError(f"maps must be 2-D (H, W) each; got shapes {[x.shape for x in m]}")
+    top = max(float(np.abs(x).max()) for x in m) or 1.0
+    fig, axes = plt.subplots(1, len(m), figsize=(2.9 * len(m) + 0.8, 3.0), squeeze=False)
+    for i, (ax, mi) in enumerate(zip(axes[0], m)):
+        im = ax.imshow(mi, cmap=cmap, vmin=-top, vmax=top, interpolation="nearest")
+        if marks is not None:
+            ax.plot(marks[i][1], marks[i][0], "k+", ms=12, mew=2)
+        ax.set_title(titles[i])
+        ax.set(xticks=[], yticks=[])
+    fig.colorbar(im, ax=axes[0].tolist(), label=label, shrink=0.85)
+    return fig
+
+
+def show_patch_rows(pixel_values, n: int = 16, patch_size: int = 14, merge_size: int = 2):
+    """The first `n` rows of `pixel_values` (N, C·2·P·P) drawn as patches (frame 0), titled
+    with the row number and its merge window."""
+    tiles = rearrange(pixel_values[:n], "n (c tp p1 p2) -> n tp c p1 p2", c=3,
+                      p1=patch_size, p2=patch_size)[:, 0]
+    tiles = rearrange(unnormalize(tiles), "n c p1 p2 -> n p1 p2 c")
+    fig, axes = plt.subplots(1, n, figsize=(0.75 * n, 1.5), squeeze=False)
+    for row, (ax, tile) in enumerate(zip(axes.flat, tiles)):
+        ax.imshow(tile.numpy())
+        ax.set_title(f"{row}\nw{row // merge_size**2}", fontsize=9)
+        ax.set(xticks=[], yticks=[])
+    fig.suptitle(f"pixel_values rows 0-{n - 1} (w = merge window)", y=1.1)
+    return fig
+
+
+def show_video_sampling(video, indices, recovered, timestamps, temporal_patch_size: int = 2):
+    """Top: the frames of `video` (T, H, W, 3), sampled `indices` framed in their temporal group's
+    colour. Bottom: `recovered` frames (n, 3, H', W') from `unpatchify`, dated by `timestamps`."""
+    colors = plt.cm.tab10(np.arange(10))
+    fig, axes = plt.subplots(2, len(video), figsize=(0.95 * len(video), 2.6), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        ax.imshow(video[i])
+        ax.set_title(f"frame {i}", fontsize=8)
+        if i in indices:
+            group = indices.index(i) // temporal_patch_size
+            for spine in ax.spines.values():
+                spine.set(edgecolor=colors[group], linewidth=4)
+    for k, ax in enumerate(axes[1][:len(recovered)]):
+        group = k // temporal_patch_size
+        ax.imshow(rearrange(unnormalize(recovered[k]), "c h w -> h w c").numpy())
+        ax.set_title(f"group {group}\n{timestamps[group]} s", fontsize=8, color=colors[group])
+    for ax in axes[1][len(recovered):]:
+        ax.axis("off")
+    for ax in axes.flat:
+        ax.set(xticks=[], yticks=[])
+    return fig
+
+
+def show_decode_positions(position_ids, token_types, prompt_length: int):
+    """The three M-RoPE streams of one sequence (3, L) or (3, 1, L) against the token index, with
+    the image tokens (`token_types` != 0) and the generated tokens (from `prompt_length`) shaded."""
+    p = _as_numpy(position_ids).reshape(3, -1)
+    index = np.arange(p.shape[1])
+    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+    for name, stream, style in zip(STREAM_NAMES, p, ("-", "--", ":")):
+        ax.step(index, stream, where="mid", ls=style, lw=2, label=f"{name} stream")
+    ax.plot(index, index, color="0.6", lw=1, label="token index")
+    image = np.flatnonzero(_as_numpy(token_types).reshape(-1))
+    ax.axvspan(image[0] - 0.5, image[-1] + 0.5, color="C4", alpha=0.15, label="image tokens")
+    ax.axvspan(prompt_length - 0.5, index[-1] + 0.5, color="C2", alpha=0.15, label="generated")
+    ax.set(xlabel="token index in the sequence", ylabel="position")
+    ax.legend(loc="upper left")
+    return fig
+
+
+def show_distributions(words, panels, ncols: int = 2):
+    """Grouped bar charts of probabilities over `words`, one panel per (title, [(label, probs)])."""
+    rows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(rows, ncols, figsize=(5 * ncols, 2.8 * rows), sharey=True,
+                             squeeze=False)
+    x = np.arange(len(words))
+    for ax, (title, bars) in zip(axes.flat, panels):
+        width = 0.8 / len(bars)
+        for j, (label, probs) in enumerate(bars):
+            ax.bar(x + (j - (len(bars) - 1) / 2) * width, _as_numpy(probs), width, label=label)
+        slanted = len(words) > 6  # long word lists would overlap
+        ax.set_xticks(x, words, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+        ax.set_title(title)
+        ax.legend()
+    axes[0, 0].set_ylabel("probability")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def show_differences(names, diffs, tolerance: float = 1e-5):
+    """Max |ours - reference| per module, log-scale bars; exact zeros labelled, tolerance dashed."""
+    fig, ax = plt.subplots(figsize=(7, 0.27 * len(names) + 0.6))
+    ax.barh(range(len(names)), [max(d, 1e-9) for d in diffs])
+    for i, d in enumerate(diffs):
+        if d == 0:
+            ax.text(1.3e-9, i, "exactly 0", va="center")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set(xscale="log", xlim=(1e-9, 1e-3), xlabel="max |minglm4v - transformers|")
+    ax.axvline(tolerance, color="k", ls="--", lw=1)
     return fig

@@ -9,9 +9,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from minglm4v.image_processing import CLIP_MEAN, CLIP_STD, patchify, unpatchify  # noqa: E402
 from minglm4v.rope import get_rope_index, vision_positions  # noqa: E402
-from minglm4v.visualize import (setup_notebook, show_attention, show_mrope_sections,  # noqa: E402
-                                show_patch_grid, show_position_streams, show_rope_angles)
+from minglm4v.visualize import (setup_notebook, show_attention, show_decode_positions,  # noqa: E402
+                                show_differences, show_distributions, show_maps, show_mrope_sections,
+                                show_patch_grid, show_patch_rows, show_position_streams,
+                                show_rope_angles, show_video_sampling)
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +56,8 @@ def test_patch_grid_numbers_windows_in_pixel_values_order():
         assert [int(y // 14), int(x // 14)] == rc[int(text)].tolist()
     # internal patch boundaries: (h - 1) horizontal + (w - 1) vertical lines, window edges thicker
     assert len(ax.lines) == (h - 1) + (w - 1)
-    assert sorted({line.get_linewidth() for line in ax.lines}) == [0.4, 1.6]
+    assert sorted({line.get_linewidth() for line in ax.lines}) == [0.8, 2.0]
+    assert all(line.get_path_effects() for line in ax.lines)  # dark outline: visible on white
 
 
 def test_patch_grid_without_patch_numbers_and_errors():
@@ -70,12 +74,12 @@ def test_patch_grid_without_patch_numbers_and_errors():
 def test_rope_angles_draws_cosine_of_each_requested_frequency():
     angles = torch.arange(6 * 3, dtype=torch.float32).reshape(6, 3) / 5  # (h*w, freqs) for 2 x 3
     fig = show_rope_angles(angles, (2, 3), freqs=[2, 0], labels=["a", "b"])
-    assert len(fig.axes) == 2
+    assert len(fig.axes) == 3 and fig.axes[2].get_ylabel() == "cos(angle)"  # 2 panels + colour bar
     np.testing.assert_allclose(fig.axes[0].images[0].get_array(), np.cos(angles[:, 2].numpy()).reshape(2, 3),
                                rtol=1e-6)
     np.testing.assert_allclose(fig.axes[1].images[0].get_array(), np.cos(angles[:, 0].numpy()).reshape(2, 3),
                                rtol=1e-6)
-    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"]
     with pytest.raises(ValueError, match=r"\(h\*w, n_freqs\)"):
         show_rope_angles(angles, (3, 3), freqs=[0])
 
@@ -84,11 +88,12 @@ def test_attention_one_panel_per_map_with_boundaries():
     mask = torch.block_diag(torch.ones(3, 3), torch.ones(2, 2)).bool()
     weights = torch.rand(2, 5, 5)
     fig = show_attention(torch.stack([mask.float(), *weights]), titles=["m", "h0", "h1"], boundaries=[3])
-    assert len(fig.axes) == 3
-    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), mask.numpy().astype(float))
-    np.testing.assert_allclose(fig.axes[2].images[0].get_array(), weights[1].numpy(), rtol=1e-6)
-    assert all(len(ax.lines) == 2 for ax in fig.axes)  # one horizontal + one vertical boundary
-    assert len(show_attention(mask).axes) == 1  # a single (L, S) map
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 3 and len(fig.axes) == 6  # each panel has its colour bar
+    np.testing.assert_array_equal(panels[0].images[0].get_array(), mask.numpy().astype(float))
+    np.testing.assert_allclose(panels[2].images[0].get_array(), weights[1].numpy(), rtol=1e-6)
+    assert all(len(ax.lines) == 2 for ax in panels)  # one horizontal + one vertical boundary
+    assert len(show_attention(mask).axes) == 2  # a single (L, S) map and its colour bar
     with pytest.raises(ValueError, match=r"\(L, S\) or \(n, L, S\)"):
         show_attention(torch.zeros(5))
 
@@ -114,3 +119,80 @@ def test_mrope_sections_colour_each_frequency_by_its_stream():
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), [[0, 0, 1, 1, 1, 2, 2, 2]])
     assert fig.axes[1].images[0].get_array().shape == (1, 32)
     assert [t.get_text() for t in fig.axes[1].texts] == ["t x8", "h x12", "w x12"]
+
+
+def test_maps_share_one_symmetric_colour_scale_with_a_bar():
+    maps = torch.tensor([[[1.0, -2.0]], [[0.5, 0.0]]])  # two 1 x 2 maps
+    fig = show_maps(maps, ["a", "b"], label="score", marks=[(0, 1), (0, 0)])
+    panels, bar = fig.axes[:2], fig.axes[2]
+    assert bar.get_ylabel() == "score"
+    for ax, m in zip(panels, maps):
+        np.testing.assert_array_equal(ax.images[0].get_array(), m.numpy())
+        assert ax.images[0].get_clim() == (-2.0, 2.0)
+    assert [tuple(ax.lines[0].get_xydata()[0]) for ax in panels] == [(1, 0), (0, 0)]  # (col, row)
+    fig = show_maps([torch.zeros(2, 2), torch.ones(3, 4)], ["small", "big"], label="x")
+    assert fig.axes[1].images[0].get_array().shape == (3, 4)
+    with pytest.raises(ValueError, match=r"2-D \(H, W\) each"):
+        show_maps(maps[0], ["a"], label="x")
+
+
+def _normalise(frames):  # (T, H, W, 3) uint8 -> (T, 3, H, W) CLIP-normalised
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    return (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+
+
+def test_patch_rows_draw_each_row_as_its_patch():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1, 56, 56, 3), dtype=np.uint8)
+    rows, _ = patchify(_normalise(np.repeat(image, 2, axis=0)))
+    fig = show_patch_rows(rows, n=6)
+    assert [ax.get_title() for ax in fig.axes] == ["0\nw0", "1\nw0", "2\nw0", "3\nw0", "4\nw1", "5\nw1"]
+    # row 2 is the patch below row 0 (merge-window order), row 4 the first of the next window
+    for ax, (r, c) in zip([fig.axes[2], fig.axes[4]], [(14, 0), (0, 28)]):
+        np.testing.assert_allclose(ax.images[0].get_array(), image[0, r:r + 14, c:c + 14] / 255, atol=1e-5)
+
+
+def test_video_sampling_frames_the_sampled_frames_by_group():
+    video = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 3), dtype=np.uint8)
+    indices = [0, 2, 3, 4]
+    rows, grid = patchify(_normalise(video[indices]))
+    fig = show_video_sampling(video, indices, unpatchify(rows, grid)[0], [0, 1])
+    top, bottom = fig.axes[:5], fig.axes[5:]
+    edge = [tuple(ax.spines["top"].get_edgecolor()) for ax in top]
+    assert edge[0] == edge[2] != edge[3] == edge[4]  # groups (0, 2) and (3, 4)
+    assert top[1].spines["top"].get_linewidth() != 4  # frame 1 not sampled
+    assert [ax.get_title() for ax in bottom[:4]] == ["group 0\n0 s"] * 2 + ["group 1\n1 s"] * 2
+    assert not bottom[4].axison  # no fifth recovered frame
+    np.testing.assert_allclose(bottom[3].images[0].get_array(), video[4] / 255, atol=1e-5)
+
+
+def test_decode_positions_plots_each_stream_and_shades_image_and_answer():
+    ids = torch.tensor([[5, 10] + [14] * 4 + [11, 6, 7, 8]])
+    types = (ids == 14).long()
+    pos, _ = get_rope_index(ids, types, image_grid_thw=torch.tensor([[1, 4, 4]]))
+    fig = show_decode_positions(pos, types, prompt_length=8)
+    ax = fig.axes[0]
+    for line, stream in zip(ax.lines[:3], pos[:, 0]):
+        np.testing.assert_array_equal(line.get_ydata(), stream.numpy())
+    spans = [p.get_x() for p in ax.patches]
+    assert spans == [1.5, 7.5]  # image tokens 2..5, generated from 8
+
+
+def test_distributions_one_bar_per_word_and_label():
+    words = ["a", "b", "c"]
+    p, q = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([1.0, 0.0, 0.0])
+    fig = show_distributions(words, [("x", [("before", p), ("after", q)]), ("y", [("only", p)])],
+                             ncols=3)
+    first, second, spare = fig.axes
+    np.testing.assert_allclose([b.get_height() for b in first.patches], [*p.tolist(), *q.tolist()])
+    assert [t.get_text() for t in first.get_xticklabels()] == words
+    assert len(second.patches) == 3 and not spare.axison
+
+
+def test_differences_log_bars_with_exact_zeros_labelled():
+    fig = show_differences(["a", "b", "c"], [0.0, 2e-6, 3e-7], tolerance=1e-5)
+    ax = fig.axes[0]
+    assert [round(b.get_width(), 12) for b in ax.patches] == [1e-9, 2e-6, 3e-7]  # 0 drawn at the floor
+    assert [t.get_text() for t in ax.texts] == ["exactly 0"] and ax.texts[0].get_position()[1] == 0
+    assert ax.get_xscale() == "log" and ax.lines[0].get_xdata()[0] == 1e-5
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
