@@ -1,10 +1,11 @@
-"""The command line: `python -m minglm4v chat | info | check | eval-shapes` (also installed as `minglm4v`).
+"""The command line: `python -m minglm4v chat | info | check | train | eval-shapes` (also installed as `minglm4v`).
 
     chat  [--model DIR] [--image PATH ...|--video PATH] QUESTION   stream the model's reply; the
           thinking (<think>...</think>) is shown only with --show-thinking, the answer always
     info  DIR    config summary, parameters per component, dtype, bytes on disk
     check DIR    run minglm4v and transformers on the same checkpoint and input and print the
                  largest difference after every component (the tool for real 9B weights)
+    train --model DIR --data FILE.jsonl --output-dir OUT   fine-tune (see minglm4v/train.py)
     eval-shapes [DIR]   accuracy per question kind on fresh shapes-world pictures (minglm4v.shapes_eval)
 
 DIR is an HF-layout model directory: config.json, safetensors, tokenizer files and
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import torch
 
+from . import train
 from .chat_template import parse_thinking
 from .config import Glm4vConfig
-from .model import Glm4vForConditionalGeneration
+from .model import COMPONENTS, Glm4vForConditionalGeneration, component
 from .processor import Glm4vProcessor
 from .shapes_eval import EVAL_SEED, main as eval_shapes
 from .streaming import TextStreamer
@@ -153,20 +155,6 @@ def chat(args) -> int:
 
 
 # ----------------------------------------------------------------------------- info
-COMPONENTS = ("vision tower", "merger", "language model", "lm_head")
-
-
-def component(key: str) -> str:
-    """Which part of the model a checkpoint tensor belongs to (the 2x2 downsample counts as merger)."""
-    if key.startswith(("model.visual.merger.", "model.visual.downsample.")):
-        return "merger"
-    if key.startswith("model.visual."):
-        return "vision tower"
-    if key.startswith("model.language_model."):
-        return "language model"
-    return "lm_head" if key.startswith("lm_head.") else "other"
-
-
 def info(args) -> int:
     from safetensors import safe_open
     directory = _model_dir(args.dir)
@@ -287,6 +275,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--thinking-budget", type=int, metavar="N", help="after N tokens of thinking, make it answer")
     c.add_argument("--show-thinking", action="store_true", help="print the thinking as well as the answer")
     sub.add_parser("info", help="summarise a model directory").add_argument("dir")
+    train.add_arguments(sub.add_parser("train", help="fine-tune on JSON Lines conversations (full or LoRA)"))
     k = sub.add_parser("check", help="compare minglm4v with transformers on a checkpoint")
     k.add_argument("dir")
     e = sub.add_parser("eval-shapes", help="score a model on fresh pictures of the shapes world")
@@ -305,7 +294,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "eval-shapes":
             return eval_shapes(_model_dir(args.dir), args.pictures, args.seed)
-        return {"chat": chat, "info": info, "check": check}[args.command](args)
+        return {"chat": chat, "info": info, "check": check, "train": train.run}[args.command](args)
     except (CliError, FileNotFoundError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

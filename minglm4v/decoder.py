@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import TextConfig
 from .layers import RMSNorm
@@ -96,6 +97,7 @@ class Glm4vTextModel(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.gradient_checkpointing = False  # see Glm4vForConditionalGeneration.gradient_checkpointing_enable
 
     def forward(self, inputs_embeds, position_ids, attention_mask=None, cache=None):
         """inputs_embeds (B, L, D), position_ids (3, B, L), attention_mask (B, past + L) -> (B, L, D)"""
@@ -105,5 +107,8 @@ class Glm4vTextModel(nn.Module):
         mask = attention_mask_4d(attention_mask, inputs_embeds.shape[1], past, inputs_embeds.dtype)
         x = inputs_embeds
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, cache)
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(layer, x, cos, sin, mask, cache, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask, cache)
         return self.norm(x)

@@ -46,6 +46,11 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
         self.model = Glm4vModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
 
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each ViT block's and decoder layer's activations in the backward pass instead of
+        storing them (same loss and gradients, far less memory, ~1/3 more compute); training only."""
+        self.model.visual.gradient_checkpointing = self.model.language_model.gradient_checkpointing = True
+
     # ------------------------------------------------------------------ pieces, usable one by one
     def get_token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -149,6 +154,20 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
             temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
             eos_token_id=eos_token_id, generator=generator, streamer=streamer, thinking_budget=thinking_budget,
             thinking_end_ids=thinking_end_ids)
+
+
+COMPONENTS = ("vision tower", "merger", "language model", "lm_head")
+
+
+def component(key: str) -> str:
+    """Which part of the model a parameter belongs to (the 2x2 downsample counts as merger)."""
+    if key.startswith(("model.visual.merger.", "model.visual.downsample.")):
+        return "merger"
+    if key.startswith("model.visual."):
+        return "vision tower"
+    if key.startswith("model.language_model."):
+        return "language model"
+    return "lm_head" if key.startswith("lm_head.") else "other"
 
 
 def _check_inputs(input_ids, attention_mask, mm_token_type_ids, past, pixel_values, image_grid_thw,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import VisionConfig
 from .layers import RMSNorm, SwiGLU
@@ -66,6 +67,7 @@ class Glm4vVisionModel(nn.Module):
         self.post_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.downsample = Downsample(cfg.hidden_size, cfg.out_hidden_size, cfg.spatial_merge_size)
         self.merger = PatchMerger(cfg.out_hidden_size, cfg.intermediate_size)
+        self.gradient_checkpointing = False  # see Glm4vForConditionalGeneration.gradient_checkpointing_enable
 
     def encode(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """The ViT alone: (N, C*T*P*P) -> (N, hidden), before post_layernorm."""
@@ -75,7 +77,10 @@ class Glm4vVisionModel(nn.Module):
         cos, sin = vision_cos_sin(vision_positions(grid_thw, c.spatial_merge_size), c.head_dim, c.rope_theta)
         seq_lens = [h * w for t, h, w in grid_thw.tolist() for _ in range(t)]
         for block in self.blocks:
-            x = block(x, cos, sin, seq_lens)
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(block, x, cos, sin, seq_lens, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, seq_lens)
         return x
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:

@@ -100,11 +100,12 @@ class PretrainedMixin:
         model.config.dtype = str(dtype).removeprefix("torch.")
         return model.eval()
 
-    def save_pretrained(self, directory, max_shard_size="5GB") -> None:
-        """Write config.json and safetensors (sharded with an index when larger than max_shard_size)."""
+    def save_pretrained(self, directory, max_shard_size="5GB", state_dict=None) -> None:
+        """Write config.json and safetensors (sharded with an index when larger than max_shard_size).
+        `state_dict` replaces the model's own (training saves LoRA-merged weights this way)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: t.detach().contiguous().cpu() for k, t in self.state_dict().items()}
+        state = {k: t.detach().contiguous().cpu() for k, t in (state_dict or self.state_dict()).items()}
         stored_dtype = str(next(iter(state.values())).dtype).removeprefix("torch.")
         dataclasses.replace(self.config, dtype=stored_dtype).save_pretrained(directory)
         limit, shards = parse_size(max_shard_size), [{}]

@@ -1,0 +1,301 @@
+"""Training and fine-tuning: `python -m minglm4v train --model DIR --data FILE.jsonl --output-dir OUT`.
+
+Full fine-tuning of the unfrozen parts (default as LLaMA-Factory: vision tower and merger frozen), or
+LoRA adapters on them (`--lora-rank R`), on one process or several under
+`torchrun --nproc_per_node N -m minglm4v train ...` (DistributedDataParallel; gloo on CPU, nccl on GPU).
+
+One optimizer step sees a global batch of batch_size x grad_accum x world_size conversations, taken
+in order from an endless stream of per-epoch seeded permutations of the data set: rank r encodes only
+its own slice of it. The loss is the mean over every label token of the global batch (each micro-batch's
+token sum divided by the global token count), so 1 process x 4 conversations, 2 x 2 and 1 x 2 x 2
+accumulation steps all take the same step. AdamW, linear warmup then cosine decay to 0
+(transformers' `get_cosine_schedule_with_warmup`), gradient clipping, optional bf16 autocast and
+gradient checkpointing.
+
+    OUT/                  the final model, a complete HF-layout directory (config.json, safetensors,
+                          tokenizer and processor files copied from --model); LoRA merged in
+    OUT/adapter/          with LoRA: the adapter alone, PEFT layout
+    OUT/checkpoint-N/     every --save-every steps: the model as above + training_state.pt (step,
+                          trainable tensors, optimizer, scheduler, RNG per rank) for --resume
+    OUT/train_log.jsonl   one line per step (loss, lr, tokens/s) and per evaluation
+
+Rank 0 alone writes. No counterpart in transformers (its `Trainer` plays this role).
+"""
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import lora
+from .config import Glm4vConfig
+from .model import Glm4vForConditionalGeneration, component
+from .processor import Glm4vProcessor
+from .sft_data import SFTDataset, collate
+
+PARTS = {"vision tower": "vision", "merger": "merger", "language model": "language", "lm_head": "language"}
+STATE = "training_state.pt"
+OWN_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "training_state.pt")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", required=True, help="base model: an HF-layout directory with tokenizer and processor")
+    p.add_argument("--data", required=True, help="JSON Lines conversations (see minglm4v/sft_data.py)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=8, help="conversations per process per micro-step")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup, then cosine decay to 0")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--eval-data", help="JSON Lines for the evaluation loss")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (and at the end)")
+    p.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0: final model only)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (weights and optimizer stay fp32)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory")
+    p.add_argument("--freeze", default="vision,merger", help="parts to keep fixed: any of vision,merger,language "
+                   "or none (merger = the 2x2 downsample + projector)")
+    p.add_argument("--lora-rank", type=int, default=0, help="> 0: train LoRA adapters instead of the weights")
+    p.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default: 2 x rank)")
+    p.add_argument("--lora-dropout", type=float, default=0.0)
+    p.add_argument("--lora-targets", default="all-linear", help="all-linear or names, e.g. q_proj,v_proj")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available; under torchrun cuda:LOCAL_RANK)")
+
+
+def _check(args) -> set[str]:
+    for name in ("max_steps", "batch_size", "grad_accum"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    frozen = {part.strip() for part in args.freeze.split(",") if part.strip() not in ("", "none")}
+    if frozen - set(PARTS.values()):
+        raise ValueError(f"--freeze {args.freeze!r}: unknown part(s) {sorted(frozen - set(PARTS.values()))}; "
+                         f"use a comma list of vision, merger, language, or none")
+    if frozen == set(PARTS.values()):
+        raise ValueError("--freeze vision,merger,language leaves nothing to train")
+    if args.eval_every and not args.eval_data:
+        raise ValueError("--eval-every needs --eval-data FILE.jsonl")
+    return frozen
+
+
+def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGeneration:
+    """Load in fp32, then freeze parts or wrap the unfrozen parts' linear layers in LoRA."""
+    model = Glm4vForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32, device=device).train()
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(PARTS[component(name)] not in frozen)
+    if args.lora_rank:
+        torch.manual_seed(args.seed)  # the A matrices' initialisation
+        targets = lora.select_targets(model, args.lora_targets,
+                                      lambda path: PARTS[component(path + ".weight")] not in frozen)
+        lora.inject(model, targets, args.lora_rank, args.lora_alpha or 2 * args.lora_rank, args.lora_dropout)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+@lru_cache(maxsize=4)
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def step_indices(n: int, step: int, size: int, seed: int) -> list[int]:
+    """Data indices of global batch `step`: positions step*size ... of the epoch permutations, laid
+    end to end (every example is used once per epoch, none is dropped, and resuming needs no state)."""
+    return [int(_permutation(n, seed, pos // n)[pos % n]) for pos in range(step * size, (step + 1) * size)]
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return step / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _sum_over_ranks(*values: float) -> list[float]:
+    if not dist.is_initialized():
+        return list(values)
+    on_gpu = dist.get_backend() == "nccl"  # nccl reduces only GPU tensors
+    t = torch.tensor(values, dtype=torch.float64, device=torch.cuda.current_device() if on_gpu else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _label_tokens(batch: dict) -> int:
+    return int((batch["labels"][:, 1:] != -100).sum())  # token i predicts label i + 1
+
+
+def train_step(model, batches: list[dict], world: int, bf16: bool, device) -> tuple[float, int]:
+    """Forward/backward over this rank's micro-batches; gradients end up summed over the global batch
+    and divided by its label-token count. Returns (global mean loss, global non-padding tokens)."""
+    own = sum(_label_tokens(b) for b in batches)
+    total, _ = _sum_over_ranks(own, 0)
+    loss_sum, seen = 0.0, sum(int(b["attention_mask"].sum()) for b in batches)
+    for i, batch in enumerate(batches):
+        # why no_sync: DDP all-reduces gradients once, after the last micro-batch
+        quiet = model.no_sync() if world > 1 and i < len(batches) - 1 else nullcontext()
+        with quiet, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            n = _label_tokens(batch)
+            # why * world: DDP averages gradients over ranks, and we want their sum
+            (loss * n / total * world).backward()
+        loss_sum += loss.item() * n
+    loss_sum, seen = _sum_over_ranks(loss_sum, seen)
+    return loss_sum / total, int(seen)
+
+
+@torch.no_grad()
+def evaluate(model, dataset, processor, batch_size: int, rank: int, world: int, bf16: bool, device) -> float:
+    """Mean loss over every label token of `dataset` (each rank takes every world-th conversation)."""
+    model.eval()
+    loss_sum, tokens = 0.0, 0
+    mine = list(range(rank, len(dataset), world))
+    for start in range(0, len(mine), batch_size):
+        batch = collate([dataset[i] for i in mine[start:start + batch_size]], processor)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+        loss_sum, tokens = loss_sum + loss.item() * _label_tokens(batch), tokens + _label_tokens(batch)
+    model.train()
+    loss_sum, tokens = _sum_over_ranks(loss_sum, tokens)
+    return loss_sum / tokens
+
+
+def save_model(model, directory: Path, base: Path) -> None:
+    """A complete HF-layout model in `directory`: merged weights in the base's stored dtype, the base's
+    tokenizer/processor files, and with LoRA the adapter alone in `directory/adapter`."""
+    dtype = getattr(torch, Glm4vConfig.from_pretrained(base).dtype)
+    state = {k: t.to(dtype) if t.is_floating_point() else t for k, t in lora.merged_state_dict(model).items()}
+    model.save_pretrained(directory, state_dict=state)
+    for path in base.iterdir():
+        if path.is_file() and path.name not in OWN_FILES and not path.name.endswith(".safetensors"):
+            shutil.copy2(path, directory / path.name)
+    if lora.lora_layers(model):
+        lora.save_adapter(model, directory / "adapter", str(base.resolve()))
+
+
+def save_checkpoint(model, optimizer, scheduler, step: int, args) -> None:
+    """checkpoint-N: the model + training_state.pt; written aside, then renamed (never half a checkpoint)."""
+    rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    states = [None] * dist.get_world_size() if dist.is_initialized() else [rng]
+    if dist.is_initialized():
+        dist.all_gather_object(states, rng)
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return
+    final, partial = Path(args.output_dir) / f"checkpoint-{step}", Path(args.output_dir) / f".checkpoint-{step}"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_model(model, partial, Path(args.model))
+    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    torch.save({"step": step, "trainable": trainable, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": states}, partial / STATE)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    done = [p for p in output_dir.glob("checkpoint-*") if (p / STATE).is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def resume(model, optimizer, scheduler, args, rank: int) -> int:
+    """Restore the latest checkpoint; returns the step to continue from."""
+    checkpoint = latest_checkpoint(Path(args.output_dir))
+    if checkpoint is None:
+        raise ValueError(f"--resume: no checkpoint-N/{STATE} in {args.output_dir} (save them with --save-every)")
+    state = torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        for name, tensor in state["trainable"].items():
+            model.get_parameter(name).copy_(tensor)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if rank < len(state["rng"]):
+        torch.set_rng_state(state["rng"][rank]["cpu"])
+        if state["rng"][rank]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["rng"][rank]["cuda"])
+    return state["step"]
+
+
+def setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); under torchrun (WORLD_SIZE > 1) joins the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    local = int(os.environ["LOCAL_RANK"])
+    cuda = torch.cuda.is_available() and device != "cpu"
+    dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(local)
+    return dist.get_rank(), world, torch.device("cuda", local) if cuda else torch.device("cpu")
+
+
+def run(args) -> int:
+    frozen = _check(args)
+    rank, world, device = setup_distributed(args.device)
+    try:
+        return _train(args, frozen, rank, world, device)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(args, frozen, rank, world, device) -> int:
+    output = Path(args.output_dir)
+    if not args.resume and output.is_dir() and any(output.glob("checkpoint-*")):
+        raise ValueError(f"{output} already holds checkpoints; pass --resume to continue, or another --output-dir")
+    processor = Glm4vProcessor.from_pretrained(args.model)
+    data = SFTDataset(args.data, processor)
+    eval_data = SFTDataset(args.eval_data, processor) if args.eval_data else None
+    model = prepare_model(args, frozen, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, args.warmup_steps, args.max_steps))
+    torch.manual_seed(args.seed + rank)  # LoRA dropout masks differ per rank
+    start = resume(model, optimizer, scheduler, args, rank) if args.resume else 0
+    # why: a text-only batch leaves a trainable vision tower without gradients, which DDP must be told
+    sees_unused = any(p.requires_grad for n, p in model.named_parameters() if n.startswith("model.visual."))
+    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=sees_unused) if world > 1 else model
+    if rank == 0:
+        output.mkdir(parents=True, exist_ok=True)
+        print(f"{len(data)} conversations, {sum(p.numel() for p in trainable):,} trainable of "
+              f"{sum(p.numel() for p in model.parameters()):,} parameters, {world} process(es), global batch "
+              f"{args.batch_size * args.grad_accum * world}", flush=True)
+    log = (output / "train_log.jsonl").open("a") if rank == 0 else None
+    per_rank = args.batch_size * args.grad_accum
+    bar = tqdm(total=args.max_steps, initial=start, disable=rank != 0, desc="train")
+    for step in range(start, args.max_steps):
+        began = time.perf_counter()
+        mine = step_indices(len(data), step, per_rank * world, args.seed)[rank * per_rank:(rank + 1) * per_rank]
+        batches = [collate([data[i] for i in mine[j:j + args.batch_size]], processor)
+                   for j in range(0, per_rank, args.batch_size)]
+        loss, tokens = train_step(ddp, batches, world, args.bf16, device)
+        torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        record = {"step": step + 1, "loss": loss, "lr": lr, "tokens_per_s": tokens / (time.perf_counter() - began)}
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+        bar.update()
+        if eval_data and (step + 1 == args.max_steps or args.eval_every and (step + 1) % args.eval_every == 0):
+            record["eval_loss"] = evaluate(model, eval_data, processor, args.batch_size, rank, world, args.bf16, device)
+            bar.write(f"step {step + 1}: eval loss {record['eval_loss']:.4f}")
+        if log:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if args.save_every and (step + 1) % args.save_every == 0:
+            save_checkpoint(model, optimizer, scheduler, step + 1, args)
+    bar.close()
+    if rank == 0:
+        save_model(model, output, Path(args.model))
+        log.close()
+        print(f"saved {output}", flush=True)
+    return 0
