@@ -10,6 +10,12 @@ Every `show_*` function draws one matplotlib Figure and returns it, so a noteboo
 * `show_attention(maps)` — one or more (L, S) attention maps or masks, side by side.
 * `show_position_streams(position_ids)` — the (t, h, w) M-RoPE positions of a prompt as a heatmap.
 * `show_mrope_sections(sections)` — which text-RoPE frequency reads which position stream.
+
+Grounding answers return a PIL image instead (to save or show anywhere):
+
+* `boxes_to_pixels(boxes, width, height)` — GLM-4.1V boxes, 0..1000 of the picture's width and
+  height, to pixel coordinates of *that* picture (the original, not the processor's resized copy).
+* `draw_boxes(image, answer)` — a copy of the picture with every box of a model answer drawn on it.
 """
 
 import warnings
@@ -19,6 +25,9 @@ import numpy as np
 import torch
 from matplotlib import patheffects
 from matplotlib.colors import ListedColormap
+from PIL import Image, ImageDraw
+
+from .chat_template import parse_boxes
 
 STREAM_NAMES = ("t", "h", "w")
 STREAM_COLORS = ("#4c72b0", "#dd8452", "#55a868")
@@ -182,3 +191,33 @@ def show_mrope_sections(sections, titles=None):
         ax.set_title(titles[i] if titles else f"mrope_section {list(sec)}")
     fig.tight_layout()
     return fig
+
+
+def boxes_to_pixels(boxes, width: int, height: int) -> list[tuple[float, float, float, float]]:
+    """(x1, y1, x2, y2) boxes in GLM-4.1V's 0..1000 coordinates -> pixels of a width x height picture.
+
+    The model writes every coordinate as a fraction of the picture's side times 1000, whatever the
+    picture's size in pixels; reading the numbers as pixels puts boxes in the wrong place."""
+    out = []
+    for box in boxes:
+        x1, y1, x2, y2 = box
+        if not (0 <= x1 <= x2 <= 1000 and 0 <= y1 <= y2 <= 1000):
+            raise ValueError(f"box {list(box)} is not [x1, y1, x2, y2] with 0 <= x1 <= x2 <= 1000 and "
+                             f"0 <= y1 <= y2 <= 1000 (GLM-4.1V's normalised coordinates)")
+        out.append((x1 * width / 1000, y1 * height / 1000, x2 * width / 1000, y2 * height / 1000))
+    return out
+
+
+def draw_boxes(image, answer, color=(255, 0, 0), line_width: int = 2) -> Image.Image:
+    """A copy of `image` (PIL) with the boxes of `answer` drawn as outlines. `answer` is the model's
+    text (boxes in <|begin_of_box|>[x1,y1,x2,y2]<|end_of_box|>) or a list of 0..1000 boxes."""
+    boxes = parse_boxes(answer) if isinstance(answer, str) else list(answer)
+    if not boxes:
+        raise ValueError(f"no box to draw: the answer has no <|begin_of_box|>[x1,y1,x2,y2]<|end_of_box|> "
+                         f"span: {answer!r}")
+    picture = image.convert("RGB")
+    pen = ImageDraw.Draw(picture)
+    for x1, y1, x2, y2 in boxes_to_pixels(boxes, picture.width, picture.height):
+        # the outline's last row/column is x2 - 1: the box covers pixels x1 <= x < x2
+        pen.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=line_width)
+    return picture
