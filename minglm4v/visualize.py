@@ -16,6 +16,11 @@ Grounding answers return a PIL image instead (to save or show anywhere):
 * `boxes_to_pixels(boxes, width, height)` — GLM-4.1V boxes, 0..1000 of the picture's width and
   height, to pixel coordinates of *that* picture (the original, not the processor's resized copy).
 * `draw_boxes(image, answer)` — a copy of the picture with every box of a model answer drawn on it.
+
+What a trained model attends to (probabilities from `minglm4v.attention_maps`):
+
+* `show_attention_overlays(image, maps)` — attention maps (patches or merged tokens) over a picture.
+* `show_image_share(shares, tokens)` — the share of each query's attention on image tokens.
 """
 
 import warnings
@@ -221,3 +226,56 @@ def draw_boxes(image, answer, color=(255, 0, 0), line_width: int = 2) -> Image.I
         # the outline's last row/column is x2 - 1: the box covers pixels x1 <= x < x2
         pen.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=line_width)
     return picture
+
+
+def show_attention_overlays(image, maps, titles=None, marker=None, title: str | None = None,
+                            columns: int = 4):
+    """Attention maps laid over a picture, one panel per (gh, gw) map in `maps` (n, gh, gw): each
+    cell stretched over its share of the picture (a patch, or a merged 2x2 window), one colour
+    scale for all panels (0 .. the largest weight) with its colour bar. Opacity grows with the
+    weight, so the picture stays visible where little attention goes. `marker` (x, y) in the
+    picture's pixels marks the query with a cross."""
+    m = _as_numpy(maps).astype(float)
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3:
+        raise ValueError(f"maps must be (gh, gw) or (n, gh, gw); got shape {m.shape}")
+    img = np.asarray(image)
+    height, width = img.shape[:2]
+    rows, cols = -(-len(m) // columns), min(columns, len(m))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols + 0.8, 2.8 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= len(m):
+            continue
+        ax.imshow(img)
+        level = m[i] / m.max() if m.max() > 0 else m[i]
+        shown = ax.imshow(m[i], cmap="viridis", alpha=0.1 + 0.75 * level, vmin=0, vmax=m.max(),
+                          interpolation="nearest", extent=(0, width, height, 0))
+        if marker is not None:
+            ax.plot(*marker, marker="x", color="cyan", markersize=12, markeredgewidth=3)
+        ax.set_title(titles[i] if titles else "")
+    fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="attention weight")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def show_image_share(shares, tokens, labels=None, title: str | None = None):
+    """How much of each query's attention lands on image tokens: `shares` (lines, T), one line per
+    layer (or head) over T query tokens labelled by `tokens`; 0 = none, 1 = all of it."""
+    s = _as_numpy(shares)
+    if s.ndim != 2 or s.shape[1] != len(tokens):
+        raise ValueError(f"shares must be (lines, {len(tokens)}) for {len(tokens)} tokens; got {s.shape}")
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(tokens) + 1.5), 3.2))
+    for i, line in enumerate(s):
+        ax.plot(line, marker="o", label=labels[i] if labels else None)
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("attention on image tokens")
+    ax.grid(alpha=0.3)
+    if labels:
+        ax.legend(loc="upper right")
+    ax.set_title(title or "share of attention on the picture, per query")
+    fig.tight_layout()
+    return fig
