@@ -243,7 +243,7 @@ def show_attention_overlays(image, maps, titles=None, marker=None, title: str | 
     img = np.asarray(image)
     height, width = img.shape[:2]
     rows, cols = -(-len(m) // columns), min(columns, len(m))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols + 0.8, 2.8 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 0.8, 3.2 * rows + 0.4), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i >= len(m):
@@ -262,20 +262,16 @@ def show_attention_overlays(image, maps, titles=None, marker=None, title: str | 
 
 
 def show_image_share(shares, tokens, labels=None, title: str | None = None):
-    """How much of each query's attention lands on image tokens: `shares` (lines, T), one line per
-    layer (or head) over T query tokens labelled by `tokens`; 0 = none, 1 = all of it."""
+    """How much of each query's attention lands on image tokens, as a heat map: `shares` (rows, T),
+    one row per layer (or head, named by `labels`) over T queries named by `tokens`; 0 = none of
+    it, 1 = all of it, on one colour scale with its colour bar."""
     s = _as_numpy(shares)
     if s.ndim != 2 or s.shape[1] != len(tokens):
-        raise ValueError(f"shares must be (lines, {len(tokens)}) for {len(tokens)} tokens; got {s.shape}")
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(tokens) + 1.5), 3.2))
-    for i, line in enumerate(s):
-        ax.plot(line, marker="o", label=labels[i] if labels else None)
+        raise ValueError(f"shares must be (rows, {len(tokens)}) for {len(tokens)} tokens; got {s.shape}")
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.22 * len(tokens) + 2)), 0.45 * len(s) + 1.6))
+    shown = ax.imshow(s, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(tokens)), tokens, rotation=90)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("attention on image tokens")
-    ax.grid(alpha=0.3)
-    if labels:
-        ax.legend(loc="upper right")
+    ax.set_yticks(range(len(s)), labels if labels else range(len(s)))
+    fig.colorbar(shown, ax=ax, pad=0.01, label="share on image tokens")
     ax.set_title(title or "share of attention on the picture, per query")
-    fig.tight_layout()
     return fig

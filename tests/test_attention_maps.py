@@ -117,7 +117,10 @@ def test_overlays_and_share_plots():
         show_attention_overlays(torch.zeros(8, 8, 3).numpy(), torch.rand(2, 2, 3, 3))
     fig = show_image_share(torch.rand(3, 4), ["a", "b", "c", "d"], ["l0", "l1", "l2"])
     ax = fig.axes[0]
-    assert len(ax.lines) == 3 and [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "d"]
-    with pytest.raises(ValueError, match=r"\(lines, 4\)"):
+    assert ax.images[0].get_array().shape == (3, 4) and ax.images[0].get_clim() == (0, 1)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "d"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["l0", "l1", "l2"]
+    assert fig.axes[-1].get_ylabel() == "share on image tokens"
+    with pytest.raises(ValueError, match=r"\(rows, 4\)"):
         show_image_share(torch.rand(3), ["a", "b", "c", "d"])
     plt.close("all")
