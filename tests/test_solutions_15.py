@@ -59,6 +59,32 @@ def test_15_looked_at_names_the_shape_under_the_top_window():
                                                       torch.tensor(1.0))) == "background"
 
 
+def test_15_subject_hits_counts_scenes_with_a_colour_question(recorded):
+    model, _, _ = recorded
+    processor = Glm4vProcessor.from_pretrained(MICRO)
+    # seeds 3 and 7 allow a colour question, seed 4 (two green squares) none
+    hits, asked = ex15.subject_hits(model, processor, seeds=(3, 4, 7), max_new_tokens=80)
+    assert asked == 2
+    expected = 0
+    for seed, subject in ((3, "circle"), (7, "triangle")):  # the one circle / triangle of each scene
+        scene = random_scene(random.Random(seed))
+        content = [{"type": "image", "image": scene.image()}, {"type": "text", "text": f"What color is the {subject}?"}]
+        prompt = processor(messages=[{"role": "user", "content": content}])
+        with torch.no_grad():
+            out = model.generate(**prompt, max_new_tokens=80)
+            with record_attention(model) as maps:
+                model(input_ids=out, pixel_values=prompt["pixel_values"], image_grid_thw=prompt["image_grid_thw"])
+        text = processor.decode(out[0])
+        if "<answer>" not in text:
+            continue
+        at = out[0].tolist().index(processor.tokenizer.convert_tokens_to_ids("<answer>"))
+        heat = sum(maps.text[-1][0, h, at] for h in range(maps.text[-1].shape[1])) / maps.text[-1].shape[1]
+        window_map = image_token_map(heat, out[0], model.config.image_token_id, prompt["image_grid_thw"])
+        (shape,) = scene.find(kind=subject)
+        expected += ex15.looked_at(scene, window_map) == f"{shape.color} {shape.kind}"
+    assert hits == expected
+
+
 def test_15_image_share_matches_the_summed_image_token_map(recorded):
     model, prompt, maps = recorded
     ids, grid = prompt["input_ids"][0], prompt["image_grid_thw"]
