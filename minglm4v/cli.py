@@ -1,4 +1,4 @@
-"""The command line: `python -m minglm4v chat | info | check | train` (also installed as `minglm4v`).
+"""The command line: `python -m minglm4v chat | info | check | train | eval-shapes` (also installed as `minglm4v`).
 
     chat  [--model DIR] [--image PATH ...|--video PATH] QUESTION   stream the model's reply; the
           thinking (<think>...</think>) is shown only with --show-thinking, the answer always
@@ -6,6 +6,7 @@
     check DIR    run minglm4v and transformers on the same checkpoint and input and print the
                  largest difference after every component (compare.py; the tool for real 9B weights)
     train --model DIR --data FILE.jsonl --output-dir OUT   fine-tune (see minglm4v/train.py)
+    eval-shapes [DIR]   accuracy per question kind on fresh shapes-world pictures (minglm4v.shapes_eval)
 
 DIR is an HF-layout model directory: config.json, safetensors, tokenizer files and
 preprocessor_config.json (a GLM-4.1V-9B-Thinking download works unchanged). Without --model, chat
@@ -27,6 +28,7 @@ from .compare import compare_checkpoint, table
 from .config import Glm4vConfig
 from .model import COMPONENTS, Glm4vForConditionalGeneration, component
 from .processor import Glm4vProcessor
+from .shapes_eval import EVAL_SEED, main as eval_shapes
 from .streaming import TextStreamer
 from .video_processing import load_video
 from .weights import checkpoint_files, checkpoint_tensors
@@ -221,6 +223,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_arguments(sub.add_parser("train", help="fine-tune on JSON Lines conversations (full or LoRA)"))
     k = sub.add_parser("check", help="compare minglm4v with transformers on a checkpoint")
     k.add_argument("dir")
+    e = sub.add_parser("eval-shapes", help="score a model on fresh pictures of the shapes world")
+    e.add_argument("dir", nargs="?", default=str(DEFAULT_MODEL), help="model directory (default: the micro model)")
+    e.add_argument("--pictures", type=int, default=500)
+    e.add_argument("--seed", type=int, default=EVAL_SEED, help="never one used to make training data")
     for command in (c, k):
         command.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
         command.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
@@ -231,6 +237,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.command == "eval-shapes":
+            return eval_shapes(_model_dir(args.dir), args.pictures, args.seed)
         return {"chat": chat, "info": info, "check": check, "train": train.run}[args.command](args)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, and keep Python's exit flush quiet too
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -33,11 +33,16 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * d, bias=True)
         self.o_proj = nn.Linear(self.heads * d, cfg.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, mask, cache=None):
+    def project(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, heads, L, d), k and v (B, kv_heads, L, d), q and k rotated; also what
+        minglm4v.attention_maps reads."""
         q = rearrange(self.q_proj(x), "b l (h d) -> b h l d", h=self.heads)
         k = rearrange(self.k_proj(x), "b l (h d) -> b h l d", h=self.kv_heads)
         v = rearrange(self.v_proj(x), "b l (h d) -> b h l d", h=self.kv_heads)
-        q, k = apply_mrope(q, cos, sin), apply_mrope(k, cos, sin)
+        return apply_mrope(q, cos, sin), apply_mrope(k, cos, sin), v
+
+    def forward(self, x, cos, sin, mask, cache=None):
+        q, k, v = self.project(x, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, kv_heads, S, d): past + new
         # grouped-query attention: query heads h*g .. h*g+g-1 share key/value head h, g = heads / kv_heads.

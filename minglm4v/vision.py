@@ -32,9 +32,13 @@ class VisionAttention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=False)  # [q | k | v], head-major
         self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, seq_lens: list[int]) -> torch.Tensor:
+    def project(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k (rotated) and v, each (N, heads, head_dim); also what minglm4v.attention_maps reads."""
         q, k, v = rearrange(self.qkv(x), "n (three h d) -> three n h d", three=3, h=self.heads)
-        q, k = apply_vision_rope(q, cos, sin), apply_vision_rope(k, cos, sin)
+        return apply_vision_rope(q, cos, sin), apply_vision_rope(k, cos, sin), v
+
+    def forward(self, x, cos, sin, seq_lens: list[int]) -> torch.Tensor:
+        q, k, v = self.project(x, cos, sin)
         out = []
         for qi, ki, vi in zip(*(t.split(seq_lens) for t in (q, k, v))):  # one image at a time
             # why the batch axis of 1: CPU SDPA picks another kernel for 3-D inputs; bf16 would drift from HF

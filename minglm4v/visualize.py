@@ -18,6 +18,17 @@ Every `show_*` function draws one matplotlib Figure and returns it, so a noteboo
 * `show_differences(names, diffs)` — per-module max difference from transformers, log scale.
 
 Figures are meant for a projector: lines carry a dark outline, colour bars label numeric colours.
+
+Grounding answers return a PIL image instead (to save or show anywhere):
+
+* `boxes_to_pixels(boxes, width, height)` — GLM-4.1V boxes, 0..1000 of the picture's width and
+  height, to pixel coordinates of *that* picture (the original, not the processor's resized copy).
+* `draw_boxes(image, answer)` — a copy of the picture with every box of a model answer drawn on it.
+
+What a trained model attends to (probabilities from `minglm4v.attention_maps`):
+
+* `show_attention_overlays(image, maps)` — attention maps (patches or merged tokens) over a picture.
+* `show_image_share(shares, tokens)` — the share of each query's attention on image tokens.
 """
 
 import warnings
@@ -28,8 +39,10 @@ import torch
 from einops import rearrange
 from matplotlib import patheffects
 from matplotlib.colors import ListedColormap
+from PIL import Image, ImageDraw
 
-from minglm4v.image_processing import unnormalize
+from .chat_template import parse_boxes
+from .image_processing import unnormalize
 
 STREAM_NAMES = ("t", "h", "w")
 STREAM_COLORS = ("#4c72b0", "#dd8452", "#55a868")
@@ -308,4 +321,80 @@ def show_differences(names, diffs, tolerance: float = 1e-5):
     ax.invert_yaxis()
     ax.set(xscale="log", xlim=(1e-9, 1e-3), xlabel="max |minglm4v - transformers|")
     ax.axvline(tolerance, color="k", ls="--", lw=1)
+def boxes_to_pixels(boxes, width: int, height: int) -> list[tuple[float, float, float, float]]:
+    """(x1, y1, x2, y2) boxes in GLM-4.1V's 0..1000 coordinates -> pixels of a width x height picture.
+
+    The model writes every coordinate as a fraction of the picture's side times 1000, whatever the
+    picture's size in pixels; reading the numbers as pixels puts boxes in the wrong place."""
+    out = []
+    for box in boxes:
+        x1, y1, x2, y2 = box
+        if not (0 <= x1 <= x2 <= 1000 and 0 <= y1 <= y2 <= 1000):
+            raise ValueError(f"box {list(box)} is not [x1, y1, x2, y2] with 0 <= x1 <= x2 <= 1000 and "
+                             f"0 <= y1 <= y2 <= 1000 (GLM-4.1V's normalised coordinates)")
+        out.append((x1 * width / 1000, y1 * height / 1000, x2 * width / 1000, y2 * height / 1000))
+    return out
+
+
+def draw_boxes(image, answer, color=(255, 0, 0), line_width: int = 2) -> Image.Image:
+    """A copy of `image` (PIL) with the boxes of `answer` drawn as outlines. `answer` is the model's
+    text (boxes in <|begin_of_box|>[x1,y1,x2,y2]<|end_of_box|>) or a list of 0..1000 boxes."""
+    boxes = parse_boxes(answer) if isinstance(answer, str) else list(answer)
+    if not boxes:
+        raise ValueError(f"no box to draw: the answer has no <|begin_of_box|>[x1,y1,x2,y2]<|end_of_box|> "
+                         f"span: {answer!r}")
+    picture = image.convert("RGB")
+    pen = ImageDraw.Draw(picture)
+    for x1, y1, x2, y2 in boxes_to_pixels(boxes, picture.width, picture.height):
+        # the outline's last row/column is x2 - 1: the box covers pixels x1 <= x < x2
+        pen.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=line_width)
+    return picture
+
+
+def show_attention_overlays(image, maps, titles=None, marker=None, title: str | None = None,
+                            columns: int = 4):
+    """Attention maps laid over a picture, one panel per (gh, gw) map in `maps` (n, gh, gw): each
+    cell stretched over its share of the picture (a patch, or a merged 2x2 window), one colour
+    scale for all panels (0 .. the largest weight) with its colour bar. Opacity grows with the
+    weight, so the picture stays visible where little attention goes. `marker` (x, y) in the
+    picture's pixels marks the query with a cross."""
+    m = _as_numpy(maps).astype(float)
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3:
+        raise ValueError(f"maps must be (gh, gw) or (n, gh, gw); got shape {m.shape}")
+    img = np.asarray(image)
+    height, width = img.shape[:2]
+    rows, cols = -(-len(m) // columns), min(columns, len(m))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 0.8, 3.2 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= len(m):
+            continue
+        ax.imshow(img)
+        level = m[i] / m.max() if m.max() > 0 else m[i]
+        shown = ax.imshow(m[i], cmap="viridis", alpha=0.1 + 0.75 * level, vmin=0, vmax=m.max(),
+                          interpolation="nearest", extent=(0, width, height, 0))
+        if marker is not None:
+            ax.plot(*marker, marker="x", color="cyan", markersize=12, markeredgewidth=3)
+        ax.set_title(titles[i] if titles else "")
+    fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="attention weight")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def show_image_share(shares, tokens, labels=None, title: str | None = None):
+    """How much of each query's attention lands on image tokens, as a heat map: `shares` (rows, T),
+    one row per layer (or head, named by `labels`) over T queries named by `tokens`; 0 = none of
+    it, 1 = all of it, on one colour scale with its colour bar."""
+    s = _as_numpy(shares)
+    if s.ndim != 2 or s.shape[1] != len(tokens):
+        raise ValueError(f"shares must be (rows, {len(tokens)}) for {len(tokens)} tokens; got {s.shape}")
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.22 * len(tokens) + 2)), 0.45 * len(s) + 1.6))
+    shown = ax.imshow(s, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90)
+    ax.set_yticks(range(len(s)), labels if labels else range(len(s)))
+    fig.colorbar(shown, ax=ax, pad=0.01, label="share on image tokens")
+    ax.set_title(title or "share of attention on the picture, per query")
     return fig

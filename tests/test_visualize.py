@@ -8,12 +8,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from minglm4v.image_processing import CLIP_MEAN, CLIP_STD, patchify, unpatchify  # noqa: E402
 from minglm4v.rope import get_rope_index, vision_positions  # noqa: E402
-from minglm4v.visualize import (setup_notebook, show_attention, show_decode_positions,  # noqa: E402
-                                show_differences, show_distributions, show_maps, show_mrope_sections,
-                                show_patch_grid, show_patch_rows, show_position_streams,
+from minglm4v.visualize import (boxes_to_pixels, draw_boxes, setup_notebook, show_attention,  # noqa: E402
+                                show_decode_positions, show_differences, show_distributions, show_maps,
+                                show_mrope_sections, show_patch_grid, show_patch_rows, show_position_streams,
                                 show_rope_angles, show_video_sampling)
 
 
@@ -196,3 +197,21 @@ def test_differences_log_bars_with_exact_zeros_labelled():
     assert [t.get_text() for t in ax.texts] == ["exactly 0"] and ax.texts[0].get_position()[1] == 0
     assert ax.get_xscale() == "log" and ax.lines[0].get_xdata()[0] == 1e-5
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
+def test_boxes_to_pixels_rescales_0_1000():
+    assert boxes_to_pixels([(100, 200, 500, 1000)], width=300, height=50) == [(30, 10, 150, 50)]
+    with pytest.raises(ValueError, match="0 <= x1 <= x2 <= 1000"):
+        boxes_to_pixels([(600, 0, 500, 10)], 100, 100)
+
+
+def test_draw_boxes_outlines_each_box_in_pixels():
+    image = Image.new("RGB", (200, 100), "white")
+    answer = "top left <|begin_of_box|>[100,200,500,800]<|end_of_box|>"
+    drawn = np.asarray(draw_boxes(image, answer, line_width=1)).astype(int)
+    red = (drawn == (255, 0, 0)).all(-1)
+    ys, xs = np.nonzero(red)  # 0..1000 -> x 20..100, y 20..80 (last pixel 99, 79)
+    assert (xs.min(), ys.min(), xs.max(), ys.max()) == (20, 20, 99, 79)
+    assert not red[50, 60] and red[20, 60] and red[79, 60] and red[50, 20] and red[50, 99]
+    assert np.asarray(image).min() == 255  # the input is left alone
+    assert np.array_equal(np.asarray(draw_boxes(image, [(100, 200, 500, 800)], line_width=1)), drawn)
+    with pytest.raises(ValueError, match="no box to draw"):
+        draw_boxes(image, "<answer>red</answer>")

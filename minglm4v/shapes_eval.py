@@ -1,0 +1,126 @@
+"""How well a model answers in the shapes world (minglm4v.shapes): fresh pictures, every question
+kind, greedy answers, one table. Behind `python -m minglm4v eval-shapes [DIR]`. No transformers
+counterpart.
+
+    evaluate(model, processor, pictures=500, seed=EVAL_SEED) -> [Graded, ...]
+        each picture gets one question of every kind it allows (count and yes/no always; color,
+        shape and position when the scene has a unique subject), answered by greedy generation
+    summarize(graded) -> {"count": (right, asked), ..., "box IoU >= 0.5": ..., "well-formed": ...}
+    format_table(summary) -> the printed table
+
+A reply is well-formed when it is exactly `<think>…</think><answer>…</answer>` and the answer has the
+form its question asks for (a number, a colour, a shape, yes/no, or position words and one box).
+"""
+
+import random
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .chat_template import parse_boxes, parse_thinking
+from .shapes import COLORS, KINDS, SHAPES, Question, pick_question, random_scene
+
+EVAL_SEED = 1_000_003  # training data comes from small seeds (scripts/train_micro_model.py uses 0)
+_REPLY = re.compile(r"<think>[^<]*</think><answer>(.*)</answer>", re.DOTALL)
+_POSITION = re.compile(r"(top|bottom) (left|center|right) <\|begin_of_box\|>\[\d+,\d+,\d+,\d+\]<\|end_of_box\|>")
+_FORMS = {"count": re.compile(r"[1-3]"), "color": re.compile("|".join(COLORS)),
+          "shape": re.compile("|".join(SHAPES)), "yes/no": re.compile("yes|no"), "position": _POSITION}
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Graded:
+    question: Question
+    reply: str  # decoded with skip_special_tokens=True
+    well_formed: bool
+    correct: bool  # the answer equals the expected one (position: the words only)
+    iou: float | None  # position questions: IoU of the first box with the true box (0 if none)
+
+
+def grade(question: Question, reply: str) -> Graded:
+    """Compare one decoded reply with the question's expected answer."""
+    match = _REPLY.fullmatch(reply.strip())
+    answer = parse_thinking(reply)[1]
+    well_formed = bool(match) and bool(_FORMS[question.kind].fullmatch(match.group(1)))
+    if question.kind != "position":
+        return Graded(question, reply, well_formed, answer == question.answer, None)
+    words = " ".join(question.answer.split()[:2])
+    boxes, truth = parse_boxes(answer), parse_boxes(question.answer)[0]
+    return Graded(question, reply, well_formed, answer.startswith(words + " "),
+                  box_iou(boxes[0], truth) if boxes else 0.0)
+
+
+def eval_questions(pictures: int, seed: int) -> list[tuple]:
+    """(scene, question) pairs: for each of `pictures` fresh scenes, one question of each kind it allows."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(pictures):
+        scene = random_scene(rng)
+        pairs += [(scene, q) for kind in KINDS if (q := pick_question(scene, rng, kind)) is not None]
+    return pairs
+
+
+def answer(model, processor, images, texts, max_new_tokens: int = 96) -> list[str]:
+    """Greedy replies to a batch of one-picture questions, decoded without special tokens."""
+    messages = [[{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}]
+                for image, text in zip(images, texts)]
+    inputs = processor(messages=messages)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens)
+    return processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def evaluate(model, processor, pictures: int = 500, seed: int = EVAL_SEED, batch_size: int = 64,
+             progress=None) -> list[Graded]:
+    """Ask every question of `eval_questions(pictures, seed)`; `progress(done, total)` after each batch."""
+    pairs = eval_questions(pictures, seed)
+    graded = []
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start:start + batch_size]
+        replies = answer(model, processor, [s.image() for s, _ in batch], [q.text for _, q in batch])
+        graded += [grade(q, reply) for (_, q), reply in zip(batch, replies)]
+        if progress is not None:
+            progress(len(graded), len(pairs))
+    return graded
+
+
+def summarize(graded: list[Graded]) -> dict[str, tuple[int, int]]:
+    """(right, asked) per question kind, for boxes with IoU >= 0.5, and for well-formed replies."""
+    summary = {kind: (sum(g.correct for g in graded if g.question.kind == kind),
+                      sum(g.question.kind == kind for g in graded)) for kind in KINDS}
+    ious = [g.iou for g in graded if g.iou is not None]
+    summary["box IoU >= 0.5"] = (sum(iou >= 0.5 for iou in ious), len(ious))
+    summary["well-formed"] = (sum(g.well_formed for g in graded), len(graded))
+    return summary
+
+
+def format_table(summary: dict[str, tuple[int, int]]) -> str:
+    rows = [f"{'question':<16}{'right':>7}{'asked':>7}{'accuracy':>10}"]
+    for name, (right, asked) in summary.items():
+        label = "position words" if name == "position" else name
+        rows.append(f"{label:<16}{right:>7}{asked:>7}{right / max(asked, 1):>10.1%}")
+    return "\n".join(rows)
+
+
+def main(directory, pictures: int, seed: int, batch_size: int = 64) -> int:
+    """Load a model directory, evaluate it, print the table (progress goes to stderr)."""
+    import sys
+
+    from .model import Glm4vForConditionalGeneration
+    from .processor import Glm4vProcessor
+    model = Glm4vForConditionalGeneration.from_pretrained(directory)
+    processor = Glm4vProcessor.from_pretrained(directory)
+    graded = evaluate(model, processor, pictures, seed, batch_size,
+                      progress=lambda done, total: print(f"\r{done}/{total} questions", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    print(f"{directory}: {pictures} fresh pictures (seed {seed}), greedy answers")
+    print(format_table(summarize(graded)))
+    return 0
