@@ -321,6 +321,9 @@ def show_differences(names, diffs, tolerance: float = 1e-5):
     ax.invert_yaxis()
     ax.set(xscale="log", xlim=(1e-9, 1e-3), xlabel="max |minglm4v - transformers|")
     ax.axvline(tolerance, color="k", ls="--", lw=1)
+    return fig
+
+
 def boxes_to_pixels(boxes, width: int, height: int) -> list[tuple[float, float, float, float]]:
     """(x1, y1, x2, y2) boxes in GLM-4.1V's 0..1000 coordinates -> pixels of a width x height picture.
 
