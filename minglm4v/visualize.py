@@ -13,6 +13,8 @@ Every `show_*` function draws one matplotlib Figure and returns it, so a noteboo
 * `show_maps(maps, titles)` — 2-D maps side by side on one colour scale, with its colour bar.
 * `show_patch_rows(pixel_values)` — the first rows of pixel_values, each drawn as its patch.
 * `show_video_sampling(video, indices, recovered, timestamps)` — which frames a clip keeps.
+* `show_video_tokens(frames, grid_thw, positions, timestamps)` — each temporal group's tokens
+  over its frames, with their M-RoPE positions.
 * `show_decode_positions(position_ids, token_types, prompt_length)` — M-RoPE positions vs index.
 * `show_distributions(words, panels)` — bar charts of next-token probabilities, before/after.
 * `show_differences(names, diffs)` — per-module max difference from transformers, log scale.
@@ -400,4 +402,37 @@ def show_image_share(shares, tokens, labels=None, title: str | None = None):
     ax.set_yticks(range(len(s)), labels if labels else range(len(s)))
     fig.colorbar(shown, ax=ax, pad=0.01, label="share on image tokens")
     ax.set_title(title or "share of attention on the picture, per query")
+    return fig
+
+
+def show_video_tokens(frames, grid_thw, positions, timestamps, patch_size: int = 14,
+                      merge_size: int = 2, temporal_patch_size: int = 2):
+    """The <|image|> tokens of one video, one panel per temporal group: its frames blended (each
+    token sees all of them), every merge window (one token) outlined and labelled with the token's
+    (p_h, p_w), the title giving the group's second and p_t. `frames` (T, 3, H, W) normalised, from
+    `unpatchify`; `positions` (3, n) the M-RoPE positions of the video's tokens in prompt order."""
+    groups, h, w = (int(x) for x in np.asarray(_as_numpy(grid_thw)).reshape(-1))
+    rows, cols = h // merge_size, w // merge_size
+    p = _as_numpy(positions).astype(int)
+    if p.shape != (3, groups * rows * cols) or len(frames) != groups * temporal_patch_size:
+        raise ValueError(f"grid [{groups}, {h}, {w}] needs {groups * temporal_patch_size} frames and "
+                         f"positions of shape (3, {groups * rows * cols}); got {len(frames)} frames "
+                         f"and positions {p.shape}")
+    size = patch_size * merge_size
+    fig, axes = plt.subplots(1, groups, figsize=(3.2 * groups, 3.0), squeeze=False)
+    for k, (ax, block) in enumerate(zip(axes[0], np.split(p, groups, axis=1))):
+        pair = unnormalize(frames[k * temporal_patch_size:(k + 1) * temporal_patch_size]).mean(0)
+        ax.imshow(rearrange(pair, "c h w -> h w c").numpy())
+        for i in range(1, rows):
+            ax.axhline(i * size - 0.5, color="w", lw=1.5, path_effects=_outlined(1.5))
+        for j in range(1, cols):
+            ax.axvline(j * size - 0.5, color="w", lw=1.5, path_effects=_outlined(1.5))
+        for n, (ph, pw) in enumerate(block[1:].T):
+            i, j = divmod(n, cols)
+            ax.text((j + 0.5) * size - 0.5, (i + 0.5) * size - 0.5, f"{ph},{pw}", ha="center",
+                    va="center", color="w", fontsize=9, path_effects=OUTLINE)
+        t = sorted(set(block[0].tolist()))
+        ax.set_title(f"group {k}: {timestamps[k]} s\np_t = {'/'.join(map(str, t))}")
+        ax.set(xticks=[], yticks=[])
+    fig.suptitle("one token per window, labelled (p_h, p_w)", y=1.02)
     return fig

@@ -184,14 +184,18 @@ def test_08_image_tokens_template_and_boxes(tokenizer):
     assert ex08_prompts.boxes_to_pixels(answer, 512, 600) == [(51.2, 120.0, 256.0, 600.0)]
 
 
-def test_09_sampling_tokens_and_timestamps():
+@torch.no_grad()
+def test_09_sampling_tokens_and_features_per_group(fixture_model):
     for n, fps in [(300, 30), (12, 4), (7, 2), (25, 10)]:
         assert ex09_video.sample_by_hand(n, fps, n / fps) == sample_frame_indices(n, fps, duration=n / fps)
     video = np.zeros((20, 224, 280, 3), np.uint8)
     processed = Glm4vVideoProcessor()(video, fps=4, duration=5.0)
     assert ex09_video.video_tokens(20, 224, 280, 4) == processed.video_grid_thw.prod().item() // 4
-    indices = sample_frame_indices(20, 4, duration=5.0)
-    assert [ex09_video.timestamps(indices, 4)] == processed.timestamps
+    clips = [np.random.default_rng(i).integers(0, 256, (n, 56, 84, 3), dtype=np.uint8) for i, n in ((0, 4), (1, 6))]
+    videos = Glm4vVideoProcessor()(clips, fps=2)  # two videos: grids [2, 4, 6] and [3, 4, 6]
+    pixels, grid = videos.pixel_values_videos, videos.video_grid_thw
+    torch.testing.assert_close(ex09_video.features_per_group(fixture_model, pixels, grid),
+                               fixture_model.get_video_features(pixels, grid))
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from minglm4v.rope import get_rope_index, vision_positions  # noqa: E402
 from minglm4v.visualize import (boxes_to_pixels, draw_boxes, setup_notebook, show_attention,  # noqa: E402
                                 show_decode_positions, show_differences, show_distributions, show_maps,
                                 show_mrope_sections, show_patch_grid, show_patch_rows, show_position_streams,
-                                show_rope_angles, show_video_sampling)
+                                show_rope_angles, show_video_sampling, show_video_tokens)
 
 
 @pytest.fixture(autouse=True)
@@ -165,6 +165,22 @@ def test_video_sampling_frames_the_sampled_frames_by_group():
     assert [ax.get_title() for ax in bottom[:4]] == ["group 0\n0 s"] * 2 + ["group 1\n1 s"] * 2
     assert not bottom[4].axison  # no fifth recovered frame
     np.testing.assert_allclose(bottom[3].images[0].get_array(), video[4] / 255, atol=1e-5)
+
+
+def test_video_tokens_label_each_window_with_its_positions():
+    video = np.random.default_rng(0).integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
+    rows, grid = patchify(_normalise(video))  # [2, 4, 6]: 2 groups of 2 x 3 tokens
+    positions = torch.tensor([[5] * 6 + [9] * 6, [5, 5, 5, 6, 6, 6, 9, 9, 9, 10, 10, 10],
+                              [5, 6, 7, 5, 6, 7, 9, 10, 11, 9, 10, 11]])
+    fig = show_video_tokens(unpatchify(rows, grid)[0], grid, positions, [0, 1])
+    assert [ax.get_title() for ax in fig.axes] == ["group 0: 0 s\np_t = 5", "group 1: 1 s\np_t = 9"]
+    labels = _texts(fig.axes[1])  # token n of a group sits in window (n // 3, n % 3) of 28 px
+    assert [(text, x // 28, y // 28) for text, x, y in labels] == [
+        (f"{h},{w}", n % 3, n // 3) for n, (h, w) in enumerate(positions[1:, 6:].T.tolist())]
+    assert len(fig.axes[0].lines) == (2 - 1) + (3 - 1)  # window boundaries
+    np.testing.assert_allclose(fig.axes[1].images[0].get_array(), video[2:].mean(0) / 255, atol=1e-5)
+    with pytest.raises(ValueError, match=r"needs 4 frames and positions of shape \(3, 12\)"):
+        show_video_tokens(unpatchify(rows, grid)[0], grid, positions[:, :6], [0, 1])
 
 
 def test_decode_positions_plots_each_stream_and_shades_image_and_answer():

@@ -1,6 +1,8 @@
-"""09 · video: the sampling rule by hand; tokens of a clip; the timestamps of its groups."""
+"""09 · video: the sampling rule by hand; tokens of a clip; the tower sees each temporal group alone."""
 
 import math
+
+import torch
 
 from minglm4v.image_processing import smart_resize
 from minglm4v.video_processing import sample_frame_indices
@@ -22,6 +24,10 @@ def video_tokens(n_frames, height, width, fps, max_pixels=47_040_000):
     return frames // 2 * (h // 14) * (w // 14) // 4
 
 
-def timestamps(indices, fps):
-    """Exercise 3: each group of two frames is dated by its first frame, in whole seconds."""
-    return [int(i / fps) for i in indices[::2]]
+def features_per_group(model, pixel_values_videos, video_grid_thw):
+    """Exercise 3: every temporal group run through the tower as its own [1, h, w] image, the
+    features concatenated in order: the same as model.get_video_features."""
+    grids = [(h, w) for t, h, w in video_grid_thw.tolist() for _ in range(t)]
+    rows = pixel_values_videos.split([h * w for h, w in grids])
+    return torch.cat([model.get_image_features(r, torch.tensor([[1, h, w]]))
+                      for r, (h, w) in zip(rows, grids)])
