@@ -16,8 +16,9 @@ from minglm4v import (AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
                       create_multimodal_inputs)
 
 MICRO = REPO / "data" / "micro-model"
-PHOTO = REPO / "data" / "images" / "shapes.png"  # a blue triangle
-ANSWER = "<think>I see a blue triangle.</think><answer>A blue triangle.</answer><|user|>"
+PHOTO = REPO / "data" / "images" / "shapes.png"  # a blue triangle, a red circle, a yellow square
+ANSWER = ("<think>blue triangle top left [120,140,410,410]; red triangle top right [610,70,910,390]; yellow square "
+          "bottom center [420,610,730,910]</think><answer>blue</answer><|user|>")
 PUBLIC = ["AutoModelForImageTextToText", "AutoProcessor", "AutoTokenizer", "BatchFeature", "Glm4vConfig",
           "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vOutput", "Glm4vProcessor", "Glm4vTokenizer",
           "Glm4vVideoProcessor", "TextConfig", "TextIteratorStreamer", "TextStreamer", "VisionConfig",

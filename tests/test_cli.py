@@ -2,6 +2,7 @@
 fixture tokenizer (data/tokenizer) and default preprocessor configs."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -65,11 +66,16 @@ def test_chat_streams_the_reply(model_dir, picture, capsys):
 
 
 def test_chat_default_is_the_bundled_micro_model(capsys):
-    """The README's run command: the trained micro model names the blue triangle in data/images."""
+    """The README's run command: the micro model's thinking lists the three shapes of data/images in
+    reading order with their colours, and its answer is position words and a box."""
     code, out, err = run(["chat", "--image", REPO / "data" / "images" / "shapes.png", "--show-thinking",
-                          "What shape is in the picture?"], capsys)
+                          "Where is the red circle?"], capsys)
     assert code == 0 and err == ""
-    assert out == "[thinking]\nI see a blue triangle.\n\n[answer]\nIt is a triangle.\n"
+    thinking, answer = out.split("\n\n[answer]\n")
+    assert re.fullmatch(r"\[thinking\]\nblue \w+ top left \[[\d,]+\]; red \w+ top right \[[\d,]+\]; "
+                        r"yellow \w+ bottom center \[[\d,]+\]", thinking)
+    assert re.fullmatch(r"(top|bottom) (left|center|right) <\|begin_of_box\|>\[\d+,\d+,\d+,\d+\]<\|end_of_box\|>\n",
+                        answer)
 
 
 def test_chat_thinking_budget_separates_thinking_and_answer(model_dir, picture, capsys):

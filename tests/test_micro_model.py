@@ -1,46 +1,48 @@
-"""The bundled micro model (data/micro-model, made by scripts/train_micro_model.py) really learned its
-task: on pictures it never saw (another random seed), it names the colour and the shape."""
+"""The bundled micro model (data/micro-model, trained by scripts/train_micro_model.py through
+`python -m minglm4v train`) on pictures it never saw: what it gets right, with floors from its
+measured accuracy."""
 
 import importlib.util
-import random
 
+import numpy as np
 import pytest
-import torch
 from helpers import REPO
+from PIL import Image
 
 from minglm4v import Glm4vForConditionalGeneration
-from minglm4v.chat_template import parse_thinking
 from minglm4v.processor import Glm4vProcessor
+from minglm4v.shapes import questions
+from minglm4v.shapes_eval import EVAL_SEED, answer, evaluate, grade, summarize
 
 MICRO = REPO / "data" / "micro-model"
 
 
 @pytest.fixture(scope="module")
-def script():
+def micro():
+    return Glm4vForConditionalGeneration.from_pretrained(MICRO), Glm4vProcessor.from_pretrained(MICRO)
+
+
+def test_demo_picture(micro):
+    """data/images/shapes.png, the picture ./run.sh asks about: all 22 questions the templates allow get
+    well-formed replies, and the count is right."""
     spec = importlib.util.spec_from_file_location("train_micro_model", REPO / "scripts" / "train_micro_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    scene = script.demo_scene()
+    picture = Image.open(REPO / "data" / "images" / "shapes.png")
+    assert np.array_equal(np.asarray(picture), np.asarray(scene.image()))
+    asked = questions(scene)
+    graded = [grade(q, r) for q, r in zip(asked, answer(*micro, [picture] * len(asked), [q.text for q in asked]))]
+    assert len(graded) == 22 and all(g.well_formed for g in graded)
+    assert [g.correct for g in graded if g.question.kind == "count"] == [True]
 
 
-def test_answers_about_unseen_pictures(script):
-    model = Glm4vForConditionalGeneration.from_pretrained(MICRO)
-    processor = Glm4vProcessor.from_pretrained(MICRO)
-    rng = random.Random(2026)  # training drew its pictures from Random(0)
-    batch = [script.example(rng) for _ in range(48)]
-    messages = [[{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": q}]}]
-                for image, q, _ in batch]
-    inputs = processor(messages=messages)
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=24)
-    replies = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    seen = [parse_thinking(reply)[0].split() for reply in replies]  # "I see a {colour} {shape}."
-    truth = [parse_thinking(target)[0].split() for _, _, target in batch]
-    colours = sum(s[3:4] == t[3:4] for s, t in zip(seen, truth))
-    shapes = sum(s[4:5] == t[4:5] for s, t in zip(seen, truth))
-    assert colours == 48  # colour is easy: every one right
-    # shape is harder for a 2-block, 64-wide ViT: 30/48 when trained (chance: 16/48, and 26 or more
-    # by guessing has probability 0.0024)
-    assert shapes >= 26, f"{shapes}/48 shapes right"
-    # every reply has the trained form "<think>I see a C S.</think><answer>...</answer>"
-    assert all(len(s) == 5 and parse_thinking(r)[1] for s, r in zip(seen, replies)), replies
+def test_fresh_pictures_meet_the_floor(micro):
+    """30 pictures from a seed that made no training data. Measured with this model: count 29/30, color
+    21/24, position words 19/30, box IoU >= 0.5 12/30, well-formed 143/143; the floors sit below those
+    and far above chance (count 1/3, color 1/4, position words 1/6). Shape (14/29) and yes/no (14/30)
+    are at chance: the answers do not yet follow the question (README), so no floor is claimed."""
+    summary = summarize(evaluate(*micro, pictures=30, seed=EVAL_SEED + 1))
+    rates = {name: right / asked for name, (right, asked) in summary.items()}
+    floors = {"count": 0.85, "color": 0.6, "position": 0.45, "box IoU >= 0.5": 0.25, "well-formed": 1.0}
+    assert all(rates[name] >= floor for name, floor in floors.items()), rates
