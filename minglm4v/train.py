@@ -40,7 +40,7 @@ from .config import Glm4vConfig
 from .model import Glm4vForConditionalGeneration, component
 from .processor import Glm4vProcessor
 from .sft_data import SFTDataset, collate
-from .train_checkpoints import resume, save_checkpoint, save_model
+from .train_checkpoints import LOG, resume, save_checkpoint, save_model
 
 # --freeze names. LLaMA-Factory's GLM-4.1V groups are visual.patch_embed + visual.blocks and visual.merger,
 # which leaves the position table, the norms and the 2x2 downsample training when both are "frozen";
@@ -225,7 +225,7 @@ def _train(args, frozen, rank, world, device) -> int:
         print(f"{len(data)} conversations, {sum(p.numel() for p in trainable):,} trainable of "
               f"{sum(p.numel() for p in model.parameters()):,} parameters, {world} process(es), global batch "
               f"{args.batch_size * args.grad_accum * world}", flush=True)
-    log = (output / "train_log.jsonl").open("a") if rank == 0 else None
+    log = (output / LOG).open("a") if rank == 0 else None
     per_rank = args.batch_size * args.grad_accum
     bar = tqdm(total=args.max_steps, initial=start, disable=rank != 0, desc="train")
     for step in range(start, args.max_steps):

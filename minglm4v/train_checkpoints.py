@@ -19,7 +19,9 @@ from . import lora
 from .config import Glm4vConfig
 
 STATE = "training_state.pt"
-OWN_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", STATE)
+LOG = "train_log.jsonl"
+# what a training run writes itself: never copied from the base (which may be an earlier run's output)
+OWN_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", STATE, LOG)
 
 
 def save_model(model, directory: Path, base: Path) -> None:

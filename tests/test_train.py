@@ -130,3 +130,13 @@ def test_bad_options_are_clear_errors(setup, tmp_path, capsys, extra, message):
     argv = ["train", "--model", str(base), "--data", str(data), "--output-dir", str(tmp_path / "out"), *extra]
     assert cli.main(argv) == 1
     assert message in capsys.readouterr().err
+
+
+def test_training_an_earlier_output_keeps_its_own_log(setup, tmp_path):
+    base, data = setup
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_train("--model", str(base), "--data", str(data), "--output-dir", str(first), "--max-steps", "2",
+              "--batch-size", "2")
+    run_train("--model", str(first), "--data", str(data), "--output-dir", str(second), "--max-steps", "1",
+              "--batch-size", "2")
+    assert len(_losses(first)) == 2 and len(_losses(second)) == 1  # not the base's log copied over it
