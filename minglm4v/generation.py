@@ -1,7 +1,7 @@
 """Generating text with GLM-4.1V: a KV cache, M-RoPE positions while decoding, greedy and sampled
 next tokens, eos/padding, streaming and a thinking budget.
 
-Corresponds to transformers' `GenerationMixin.generate` (greedy search and sampling only), `DynamicCache`,
+Corresponds to transformers' `GenerationMixin.generate` (greedy search and sampling only), `StaticCache`,
 and the logits processors `RepetitionPenaltyLogitsProcessor`, `TemperatureLogitsWarper`,
 `TopKLogitsWarper`, `TopPLogitsWarper` (applied in that order, as transformers does).
 
@@ -9,7 +9,10 @@ and the logits processors `RepetitionPenaltyLogitsProcessor`, `TemperatureLogits
     prefill:  one forward over the prompt (images/videos included) fills the cache and gives each
               row's rope delta; the k-th new token sits at max prompt position + 1 + k in all three
               M-RoPE streams (text tokens advance t, h and w together).
-    decode:   one forward per step on the single newest token; the cache holds post-RoPE keys.
+    decode:   one step per new token (decode_step): the newest token through the decoder layers,
+              attending to the cache of post-RoPE keys. What does not change from step to step
+              (the cache buffers, the rotary tables of every new position, the padding mask) is
+              made once, before the first step; a step only slices out its part.
 
 The model knows nothing about this module: it only calls `cache.update` and reads `cache.length`.
 """
