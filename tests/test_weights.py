@@ -104,8 +104,8 @@ def test_our_bf16_save_is_bf16_for_transformers(tmp_path):
 
 
 def test_conversion_chunk_by_chunk_is_exact(monkeypatch):
-    """Converting reads each tensor in chunks (releasing the file's pages after each): with chunks far
-    smaller than the tensors, the fp32 weights are still exactly the stored bf16 ones."""
+    """Converting reads each tensor in chunks through one reused buffer: with chunks far smaller than
+    the tensors (and not dividing them), the fp32 weights are still exactly the stored bf16 ones."""
     from minglm4v import weights
     monkeypatch.setattr(weights, "CHUNK", 1000)
     ours = load_ours(TINY_BF16, dtype=torch.float32)
