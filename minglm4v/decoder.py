@@ -114,7 +114,7 @@ class Glm4vTextModel(nn.Module):
     def rotary(self, position_ids, dtype):
         """position_ids (3, B, L) -> the M-RoPE tables cos, sin (B, 1, L, head_dim) that every layer uses."""
         c = self.cfg
-        return mrope_cos_sin(position_ids, c.rotary_dim, c.head_dim, c.rope_theta, c.mrope_section, dtype)
+        return mrope_cos_sin(position_ids, c.rotary_dim, c.rope_theta, c.mrope_section, dtype, c.head_dim)
 
     def run_layers(self, x, cos, sin, mask=None, cache=None):
         """The layers and the final norm, given rotary tables and an additive mask (or None: causal).

@@ -57,10 +57,11 @@ def apply_vision_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> 
 
 
 # ----------------------------------------------------------------------------- text: 3-D M-RoPE
-def mrope_cos_sin(position_ids: torch.Tensor, rotary_dim: int, head_dim: int, theta: float, mrope_section, dtype):
-    """position_ids (3, B, L) -> cos, sin (B, 1, L, head_dim), laid out per dim: pair (2j, 2j+1) has
-    angle a_j, so cos holds (cos a_j, cos a_j) and sin holds (-sin a_j, +sin a_j) there; the dims past
-    rotary_dim get cos 1, sin 0 and pass through unchanged."""
+def mrope_cos_sin(position_ids: torch.Tensor, rotary_dim: int, theta: float, mrope_section, dtype,
+                  head_dim: int | None = None):
+    """position_ids (3, B, L) -> cos, sin (B, 1, L, head_dim or rotary_dim), laid out per dim: pair
+    (2j, 2j+1) has angle a_j, so cos holds (cos a_j, cos a_j) and sin holds (-sin a_j, +sin a_j) there;
+    with head_dim, the dims past rotary_dim get cos 1, sin 0 and pass through apply_mrope unchanged."""
     inv_freq = inverse_frequencies(rotary_dim, theta)  # (rotary_dim/2,)
     angles = position_ids.float()[..., None] * inv_freq  # (3, B, L, rotary_dim/2)
     # frequency j reads the stream (t, h or w) that mrope_section assigns to it
@@ -71,7 +72,7 @@ def mrope_cos_sin(position_ids: torch.Tensor, rotary_dim: int, head_dim: int, th
     # two multiplies and an add over the whole head: no splitting off and re-joining the rotated part
     cos = repeat(cos, "b l j -> b 1 l (j two)", two=2)
     sin = rearrange(torch.stack([-sin, sin], dim=-1), "b l j two -> b 1 l (j two)")
-    rest = head_dim - rotary_dim
+    rest = (head_dim or rotary_dim) - rotary_dim
     return F.pad(cos, (0, rest), value=1.0), F.pad(sin, (0, rest), value=0.0)
 
 
