@@ -106,11 +106,19 @@ class Glm4vTextModel(nn.Module):
 
     def forward(self, inputs_embeds, position_ids, attention_mask=None, cache=None):
         """inputs_embeds (B, L, D), position_ids (3, B, L), attention_mask (B, past + L) -> (B, L, D)"""
-        c = self.cfg
         past = cache.length if cache is not None else 0
-        cos, sin = mrope_cos_sin(position_ids, c.rotary_dim, c.rope_theta, c.mrope_section, inputs_embeds.dtype)
+        cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
         mask = attention_mask_4d(attention_mask, inputs_embeds.shape[1], past, inputs_embeds.dtype)
-        x = inputs_embeds
+        return self.run_layers(inputs_embeds, cos, sin, mask, cache)
+
+    def rotary(self, position_ids, dtype):
+        """position_ids (3, B, L) -> the M-RoPE tables cos, sin (B, 1, L, head_dim) that every layer uses."""
+        c = self.cfg
+        return mrope_cos_sin(position_ids, c.rotary_dim, c.rope_theta, c.mrope_section, dtype, c.head_dim)
+
+    def run_layers(self, x, cos, sin, mask=None, cache=None):
+        """The layers and the final norm, given rotary tables and an additive mask (or None: causal).
+        Generation prepares both once for all of its decode steps and slices out each step's part."""
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(layer, x, cos, sin, mask, cache, use_reentrant=False)

@@ -1,7 +1,7 @@
 """Generating text with GLM-4.1V: a KV cache, M-RoPE positions while decoding, greedy and sampled
 next tokens, eos/padding, streaming and a thinking budget.
 
-Corresponds to transformers' `GenerationMixin.generate` (greedy search and sampling only), `DynamicCache`,
+Corresponds to transformers' `GenerationMixin.generate` (greedy search and sampling only), `StaticCache`,
 and the logits processors `RepetitionPenaltyLogitsProcessor`, `TemperatureLogitsWarper`,
 `TopKLogitsWarper`, `TopPLogitsWarper` (applied in that order, as transformers does).
 
@@ -9,7 +9,10 @@ and the logits processors `RepetitionPenaltyLogitsProcessor`, `TemperatureLogits
     prefill:  one forward over the prompt (images/videos included) fills the cache and gives each
               row's rope delta; the k-th new token sits at max prompt position + 1 + k in all three
               M-RoPE streams (text tokens advance t, h and w together).
-    decode:   one forward per step on the single newest token; the cache holds post-RoPE keys.
+    decode:   one step per new token (decode_step): the newest token through the decoder layers,
+              attending to the cache of post-RoPE keys. What does not change from step to step
+              (the cache buffers, the rotary tables of every new position, the padding mask) is
+              made once, before the first step; a step only slices out its part.
 
 The model knows nothing about this module: it only calls `cache.update` and reads `cache.length`.
 """
@@ -22,29 +25,32 @@ from .checks import is_int, is_number
 
 
 class KVCache:
-    """Keys and values of every decoder layer, each (B, kv_heads, S, head_dim), grown along S.
+    """Keys and values of every decoder layer, in buffers (B, kv_heads, capacity, head_dim) allocated at
+    the first update and written in place; `update` returns views of the filled part.
 
-    Concatenating copies the cache once per step, but attention reads all of it every step anyway,
-    and both are small next to reading the weights (9B model, 8k tokens: 0.3 GB of cache vs 20 GB of
-    weights per token). Measured on CPU (benchmarks/bench_generate.py --compare-cache), a
-    preallocated buffer was no faster beyond run-to-run noise (~10%), so: the simplest thing."""
+    Growing the cache with torch.cat instead copies all of it at every step: O(length) work per token
+    that this avoids (benchmarks/bench_generate.py --compare-cache measures the two on a long prompt)."""
 
-    def __init__(self, num_layers: int):
+    def __init__(self, num_layers: int, capacity: int):
         self.keys: list[torch.Tensor | None] = [None] * num_layers
         self.values: list[torch.Tensor | None] = [None] * num_layers
-
-    @property
-    def length(self) -> int:
-        """Tokens stored by earlier steps (read from the last layer, which a step updates last)."""
-        return 0 if self.keys[-1] is None else self.keys[-1].shape[2]
+        self.capacity = capacity
+        self.length = 0  # tokens stored by earlier steps; advanced when the last layer has written
 
     def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
-        """Append this step's k, v (B, kv_heads, L_new, head_dim); return all keys and values so far."""
-        if self.keys[layer_idx] is not None:
-            k = torch.cat([self.keys[layer_idx], k], dim=2)
-            v = torch.cat([self.values[layer_idx], v], dim=2)
-        self.keys[layer_idx], self.values[layer_idx] = k, v
-        return k, v
+        """Store this step's k, v (B, kv_heads, L_new, head_dim); return all keys and values so far."""
+        end = self.length + k.shape[2]
+        if self.keys[layer_idx] is None:
+            shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
+            self.keys[layer_idx], self.values[layer_idx] = k.new_empty(shape), v.new_empty(shape)
+        if end > self.capacity:
+            raise ValueError(f"KVCache holds {self.capacity} tokens; storing {end} needs a larger capacity")
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[:, :, self.length:end] = k
+        values[:, :, self.length:end] = v
+        if layer_idx == len(self.keys) - 1:
+            self.length = end
+        return keys[:, :, :end], values[:, :, :end]
 
 
 # ----------------------------------------------------------------------------- choosing the next token
@@ -118,13 +124,16 @@ class ThinkingBudget:
 def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_grid_thw=None,
              pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None, max_new_tokens=256,
              do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
-             eos_token_id=None, generator=None, streamer=None, thinking_budget=None, thinking_end_ids=None):
+             eos_token_id=None, generator=None, streamer=None, thinking_budget=None, thinking_end_ids=None,
+             cache=None, compile=False):
     """Continue each (left-padded) prompt by up to `max_new_tokens` tokens; returns (B, L + new).
 
     A row stops at the first of `eos_token_id` (default: text_config.eos_token_id; [] never stops)
     and is then filled with text_config.pad_token_id until every row has stopped. `streamer` gets
     `put(ids)` with the prompt (B, L), then each new token (B,), and `end()`. `thinking_budget` with
-    `thinking_end_ids` (ids of `</think>`, `<answer>`) caps the thinking part (see ThinkingBudget)."""
+    `thinking_end_ids` (ids of `</think>`, `<answer>`) caps the thinking part (see ThinkingBudget).
+    `cache`: an empty object with `update` and `length` to fill instead of a new KVCache.
+    `compile=True` runs the decode steps through torch.compile (opt-in: the first call compiles)."""
     text = model.config.text_config
     eos = text.eos_token_id if eos_token_id is None else eos_token_id
     eos = [eos] if isinstance(eos, int) else list(eos)
@@ -133,7 +142,8 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     if streamer is not None and not all(callable(getattr(streamer, name, None)) for name in ("put", "end")):
         raise TypeError(f"streamer must have put(token_ids) and end() methods (e.g. minglm4v.streaming."
                         f"TextStreamer), got {type(streamer).__name__}")
-    device, (B, V) = input_ids.device, (input_ids.shape[0], text.vocab_size)
+    _check_cache(cache)
+    device, (B, L), V = input_ids.device, input_ids.shape, text.vocab_size
     budget = None
     if thinking_budget is not None or thinking_end_ids is not None:
         _check_thinking(thinking_budget, thinking_end_ids, V)
@@ -146,17 +156,22 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
 
     if streamer is not None:
         streamer.put(input_ids)
-    cache = KVCache(text.num_hidden_layers)
+    cache = KVCache(text.num_hidden_layers, L + max_new_tokens) if cache is None else cache
     out = model(input_ids, attention_mask=attention_mask, pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                 pixel_values_videos=pixel_values_videos, video_grid_thw=video_grid_thw,
                 mm_token_type_ids=mm_token_type_ids, cache=cache, logits_to_keep=1)
-    # rope delta = max prompt position + 1 - real tokens, so this is each row's next position
-    position = attention_mask.sum(dim=-1, keepdim=True) + out.rope_deltas.to(device)  # (B, 1)
+    logits = out.logits[:, -1]
+    # what changes from step to step is only which slice of these is used, so they are made once:
+    # rope delta = max prompt position + 1 - real tokens, so step k's position is real length + delta + k
+    first = attention_mask.sum(dim=-1, keepdim=True) + out.rope_deltas.to(device)  # (B, 1)
+    positions = first + torch.arange(max_new_tokens, device=device)  # (B, new): text, so t = h = w
+    cos, sin = model.model.language_model.rotary(positions[None].expand(3, -1, -1), logits.dtype)
+    mask = decode_mask(attention_mask, max_new_tokens, logits.dtype)
+    step_fn = torch.compile(decode_step, dynamic=True) if compile else decode_step
     tokens, finished = [input_ids], torch.zeros(B, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
-        logits = _check_logits(out.logits[:, -1].float(), step)
-        token = next_tokens(logits, seen, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                            repetition_penalty=repetition_penalty, generator=generator)
+        token = next_tokens(_check_logits(logits.float(), step), seen, do_sample=do_sample, temperature=temperature,
+                            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, generator=generator)
         if budget is not None:
             token = budget(token)
         token = token.masked_fill(finished, pad)
@@ -168,12 +183,31 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
         finished |= torch.isin(token, eos)
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(B, 1)], dim=1)
-        out = model(token[:, None], attention_mask=attention_mask, position_ids=position, cache=cache)
-        position = position + 1
+        keys = L + step + 1  # prompt, the tokens already fed back, and this one
+        logits = step_fn(model, token, cos[:, :, step:step + 1], sin[:, :, step:step + 1],
+                         None if mask is None else mask[..., :keys], cache)
     if streamer is not None:
         streamer.end()
     return torch.cat(tokens, dim=1)
+
+
+def decode_mask(attention_mask, max_new_tokens: int, dtype):
+    """Additive mask (B, 1, 1, L + new) for every decode step (step k uses its first L + 1 + k keys):
+    prompt padding hidden, everything else visible. None when nothing is padded."""
+    if bool(attention_mask.all()):
+        return None
+    keys = torch.nn.functional.pad(attention_mask, (0, max_new_tokens), value=1).bool()
+    mask = torch.zeros(keys.shape, dtype=dtype, device=keys.device).masked_fill(~keys, torch.finfo(dtype).min)
+    return mask[:, None, None, :]
+
+
+def decode_step(model, token, cos, sin, mask, cache):
+    """token (B,) -> logits (B, V) of the next position: the decoder on one new token per row, with the
+    rotary tables (B, 1, 1, head_dim) and mask (B, 1, 1, keys) of this step already prepared. Unlike
+    model(...), nothing is checked or derived again: the loop made it all for every step at once."""
+    decoder = model.model.language_model
+    hidden = decoder.run_layers(decoder.embed_tokens(token[:, None]), cos, sin, mask, cache)
+    return model.lm_head(hidden)[:, -1]
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -232,6 +266,17 @@ def _check_logits(logits, step):
                          f"NaN/inf weights in the checkpoint, NaN/inf pixel values, or float16 overflow (load "
                          f"in bfloat16 or float32)")
     return logits
+
+
+def _check_cache(cache):
+    if cache is None:
+        return
+    if not callable(getattr(cache, "update", None)) or not hasattr(cache, "length"):
+        raise TypeError(f"cache must have update(layer_idx, k, v) and length (e.g. minglm4v.generation.KVCache), "
+                        f"got {type(cache).__name__}")
+    if cache.length != 0:
+        raise ValueError(f"cache already holds {cache.length} tokens; generate fills an empty cache "
+                         f"(make a new one for each call)")
 
 
 def _check_thinking(budget, end_ids, vocab):

@@ -13,6 +13,7 @@
 """
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, repeat
 
 TEXT, IMAGE, VIDEO = 0, 1, 2  # token types, as in `mm_token_type_ids`
@@ -56,29 +57,32 @@ def apply_vision_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> 
 
 
 # ----------------------------------------------------------------------------- text: 3-D M-RoPE
-def mrope_cos_sin(position_ids: torch.Tensor, rotary_dim: int, theta: float, mrope_section, dtype):
-    """position_ids (3, B, L) -> cos, sin (B, 1, L, rotary_dim), laid out per rotated dim: pair (2j, 2j+1)
-    has angle a_j, so cos holds (cos a_j, cos a_j) and sin holds (-sin a_j, +sin a_j) there."""
+def mrope_cos_sin(position_ids: torch.Tensor, rotary_dim: int, theta: float, mrope_section, dtype,
+                  head_dim: int | None = None):
+    """position_ids (3, B, L) -> cos, sin (B, 1, L, head_dim or rotary_dim), laid out per dim: pair
+    (2j, 2j+1) has angle a_j, so cos holds (cos a_j, cos a_j) and sin holds (-sin a_j, +sin a_j) there;
+    with head_dim, the dims past rotary_dim get cos 1, sin 0 and pass through apply_mrope unchanged."""
     inv_freq = inverse_frequencies(rotary_dim, theta)  # (rotary_dim/2,)
     angles = position_ids.float()[..., None] * inv_freq  # (3, B, L, rotary_dim/2)
     # frequency j reads the stream (t, h or w) that mrope_section assigns to it
     stream = torch.repeat_interleave(torch.arange(3), torch.tensor(mrope_section))  # (rotary_dim/2,)
     angles = angles.gather(0, repeat(stream, "j -> 1 b l j", b=angles.shape[1], l=angles.shape[2]))[0]
     cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)  # (B, L, rotary_dim/2)
-    # computed once per forward, so every layer's rotation is two multiplies and an add
+    # computed once per forward (once per generation when decoding), so that every layer's rotation is
+    # two multiplies and an add over the whole head: no splitting off and re-joining the rotated part
     cos = repeat(cos, "b l j -> b 1 l (j two)", two=2)
     sin = rearrange(torch.stack([-sin, sin], dim=-1), "b l j two -> b 1 l (j two)")
-    return cos, sin
+    rest = (head_dim or rotary_dim) - rotary_dim
+    return F.pad(cos, (0, rest), value=1.0), F.pad(sin, (0, rest), value=0.0)
 
 
 def apply_mrope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, heads, L, head_dim); rotate pairs (2j, 2j+1) of the first cos.shape[-1] dims:
-    (x1, x2) -> (x1 cos a - x2 sin a, x2 cos a + x1 sin a), i.e. x * cos + swapped pairs * signed sin."""
-    rot, rest = x.split([cos.shape[-1], x.shape[-1] - cos.shape[-1]], dim=-1)
-    pairs = rearrange(rot, "b h l (j two) -> b h l j two", two=2)
-    swapped = rearrange(pairs.flip(-1), "b h l j two -> b h l (j two)")  # (x2, x1) in every pair
+    """x (B, heads, L, head_dim), cos/sin (B, 1, L, head_dim) from mrope_cos_sin: rotate pairs (2j, 2j+1),
+    (x1, x2) -> (x1 cos a - x2 sin a, x2 cos a + x1 sin a), i.e. x * cos + swapped pairs * signed sin
+    (bit for bit: the pass-through dims compute x * 1 + y * 0 = x)."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x2, x1) in every pair
     # why interleaved: the HF checkpoint permuted q/k rows for GPT-J pairs; rotate-half here breaks images
-    return torch.cat([rot * cos + swapped * sin, rest], dim=-1)
+    return x * cos + swapped * sin
 
 
 # ----------------------------------------------------------------------------- get_rope_index

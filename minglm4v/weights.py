@@ -10,6 +10,7 @@ is used, every parameter is filled, and every shape matches. Corresponds to tran
 
 import dataclasses
 import json
+import mmap
 import re
 from collections import Counter
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch.overrides import TorchFunctionMode
 
 from .checks import read_json
 from .config import Glm4vConfig
@@ -153,6 +155,57 @@ def _resolve_device_map(device_map) -> torch.device:
     return device
 
 
+# ----------------------------------------------------------------------------- reading tensors
+# A safetensors file: 8 bytes (little-endian header length n), n bytes of JSON {name: {dtype, shape,
+# data_offsets: [begin, end]}} (offsets counted from the end of the header), then the raw tensor data.
+CHUNK = 1 << 24  # elements read and converted at a time (32 MB of bf16)
+
+
+class SkipRandomInit(TorchFunctionMode):
+    """Inside, the initializers that module constructors call (torch.nn.init.*, Tensor.normal_ and
+    uniform_) leave their tensor as it is: on the meta device there is nothing to fill, and the first
+    `normal_` on meta alone costs ~6 s of imports."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        initializer = getattr(func, "__module__", None) == "torch.nn.init"
+        if initializer or func in (torch.Tensor.normal_, torch.Tensor.uniform_):
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
+def read_tensors(files: list[Path], dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    """Every tensor of the (already checked) safetensors `files` by name, in `dtype`, on `device`.
+
+    A tensor kept in its stored dtype on the CPU is a view of the memory-mapped file: nothing is read or
+    copied now; the OS pages it in when it is first used (and can drop it again, the file being its
+    backing). A tensor that is converted is read a chunk at a time through one reused buffer straight
+    into its new storage, so the process never holds more than the converted weights plus one chunk
+    (reading a memory map instead would count every page read as ours until it is unmapped)."""
+    tensors, buffer = {}, torch.empty(CHUNK * 8, dtype=torch.uint8)  # room for a chunk of any dtype
+    for path in files:
+        with open(path, "rb", buffering=0) as f:
+            start = 8 + int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(start - 8))
+            header.pop("__metadata__", None)
+            # copy-on-write: writing to a parameter never writes to the file
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            for name, entry in header.items():
+                stored, (begin, end) = _FLOAT_DTYPES[entry["dtype"]], entry["data_offsets"]
+                count = (end - begin) // stored.itemsize
+                if stored == dtype and device.type == "cpu":
+                    tensors[name] = (torch.frombuffer(mapped, dtype=stored, count=count, offset=start + begin)
+                                     if count else torch.empty(0, dtype=stored)).view(entry["shape"])
+                    continue
+                out = torch.empty(entry["shape"], dtype=dtype, device=device)
+                f.seek(start + begin)
+                for i in range(0, count, CHUNK):
+                    chunk = buffer[:min(CHUNK, count - i) * stored.itemsize]
+                    f.readinto(chunk.numpy())
+                    out.view(-1)[i:i + CHUNK] = chunk.view(stored)
+                tensors[name] = out
+    return tensors
+
+
 class PretrainedMixin:
     """Adds `from_pretrained` / `save_pretrained`, `device` and `dtype` to `Glm4vForConditionalGeneration`."""
 
@@ -176,7 +229,7 @@ class PretrainedMixin:
         config = Glm4vConfig.from_pretrained(directory)
         files = checkpoint_files(directory)
         dtype, device = _resolve_dtype(dtype, torch_dtype), _resolve_device_map(device_map)
-        with torch.device("meta"):
+        with torch.device("meta"), SkipRandomInit():
             model = cls(config)
         expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
         unexpected, wrong_shape = [], []
@@ -192,12 +245,7 @@ class PretrainedMixin:
                              + _listing("missing tensors", missing) + _listing("unexpected tensors", unexpected)
                              + _listing("wrong shapes", wrong_shape))
         dtype = model_dtype(tensors, directory, dtype)
-        for path in files:
-            with open_safetensors(path) as f:
-                shard = {key: f.get_tensor(key) for key in f.keys()}
-            shard = {k: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype) for k, t in shard.items()}
-            model.load_state_dict(shard, strict=False, assign=True)  # replaces the meta tensors in place
-            del shard
+        model.load_state_dict(read_tensors(files, dtype, device), assign=True)  # replaces the meta tensors
         model.config.dtype = str(dtype).removeprefix("torch.")
         return model.eval()
 

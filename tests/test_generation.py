@@ -69,6 +69,23 @@ def test_cached_logits_equal_recomputing_everything(ours_tiny, oracle_cases, nam
         assert_close(cached, uncached, rtol=1e-5, atol=1e-5)
 
 
+
+def test_the_cache_is_written_in_place_and_can_be_passed_in(ours_tiny, oracle_cases):
+    """The default KVCache is preallocated for prompt + new tokens and filled in place; a cache passed
+    as `cache=` is the one filled, with the same tokens as a fresh one."""
+    inputs = model_inputs(oracle_cases["batch"])
+    B, L = inputs["input_ids"].shape
+    cache = generation.KVCache(ours_tiny.config.text_config.num_hidden_layers, L + 6)
+    tokens = ours_tiny.generate(**inputs, max_new_tokens=6, eos_token_id=[], cache=cache)
+    assert torch.equal(tokens, ours_tiny.generate(**inputs, max_new_tokens=6, eos_token_id=[]))
+    assert cache.length == L + 5 and cache.keys[0].shape[2] == L + 6  # the last token is never fed back
+    with pytest.raises(ValueError, match="cache already holds"):
+        ours_tiny.generate(**inputs, max_new_tokens=2, cache=cache)
+    with pytest.raises(ValueError, match="KVCache holds 3 tokens"):
+        ours_tiny.generate(**inputs, max_new_tokens=2, cache=generation.KVCache(2, 3))
+    with pytest.raises(TypeError, match="cache must have update"):
+        ours_tiny.generate(**inputs, max_new_tokens=2, cache=[])
+
 # ----------------------------------------------------------------------------- thinking budget
 def test_thinking_budget_forces_the_answer_after_n_tokens(ours_tiny, oracle_cases):
     inputs = model_inputs(oracle_cases["text"])

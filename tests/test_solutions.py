@@ -118,7 +118,7 @@ def test_04_kv_cache_size_and_rotated_dims(tiny):
     assert ex04_decoder.kv_cache_bytes_per_token(real, 2) == 40_960  # 40 layers x 2 kv heads x 128 x 2
     assert ex04_decoder.kv_cache_bytes_per_token(real, 2, kv_heads=real.num_attention_heads) == 655_360
     tc = TINY_CFG.text_config
-    cache, ids = KVCache(tc.num_hidden_layers), torch.arange(10)[None]
+    cache, ids = KVCache(tc.num_hidden_layers, 10), torch.arange(10)[None]
     tiny(ids, cache=cache)
     stored = sum(t.nbytes for t in cache.keys + cache.values)
     assert stored == 10 * ex04_decoder.kv_cache_bytes_per_token(tc, 4)

@@ -101,3 +101,13 @@ def test_our_bf16_save_is_bf16_for_transformers(tmp_path):
     hf = load_hf(tmp_path)  # no dtype argument: transformers 5 follows the stored dtype
     assert next(hf.parameters()).dtype == torch.bfloat16
     assert_same_weights(hf, ours)
+
+
+def test_conversion_chunk_by_chunk_is_exact(monkeypatch):
+    """Converting reads each tensor in chunks through one reused buffer: with chunks far smaller than
+    the tensors (and not dividing them), the fp32 weights are still exactly the stored bf16 ones."""
+    from minglm4v import weights
+    monkeypatch.setattr(weights, "CHUNK", 1000)
+    ours = load_ours(TINY_BF16, dtype=torch.float32)
+    assert_same_weights(ours, load_ours(TINY_BF16).float())
+

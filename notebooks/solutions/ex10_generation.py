@@ -12,7 +12,7 @@ def greedy(model, inputs, max_new_tokens):
     eos = model.config.text_config.eos_token_id
     positions, _ = model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
                                         inputs.get("image_grid_thw"))
-    cache = KVCache(model.config.text_config.num_hidden_layers)
+    cache = KVCache(model.config.text_config.num_hidden_layers, inputs["input_ids"].shape[1] + max_new_tokens)
     logits = model(**inputs, position_ids=positions, cache=cache).logits[:, -1]
     tokens = []
     for k in range(max_new_tokens):
