@@ -21,7 +21,8 @@ from minglm4v.video_processing import Glm4vVideoProcessor, sample_frame_indices
 sys.path.insert(0, str(REPO / "notebooks"))
 from solutions import (ex00_tour, ex01_patch_embedding, ex02_vision_rope, ex03_vision_tower,  # noqa: E402
                        ex04_decoder, ex05_rope_index, ex06_checkpoints, ex07_image_processing,
-                       ex08_prompts, ex09_video, ex10_generation, ex11_sampling, ex12_micro_model)
+                       ex08_prompts, ex09_video, ex10_generation, ex11_sampling, ex12_micro_model,
+                       ex16_performance)
 
 TINY_CFG = Glm4vConfig.tiny()
 
@@ -232,3 +233,15 @@ def test_12_counting_streamer_and_split_reply(fixture_model, tokenizer):
                   "<think>A", "A</think><answer>B</answer>", "<answer>B</answer>", "B",
                   "x <think> I see </think> <answer> a cat </answer> y"]:
         assert ex12_micro_model.split_reply(reply) == parse_thinking(reply)
+
+
+def test_16_longest_context_and_decode_ceiling():
+    real = Glm4vConfig.glm41v_9b()
+    per_token = 2 * 40 * 2 * 128 * 2  # (k, v) x 40 layers x 2 kv heads x 128 dims x 2 bytes = 40 KiB
+    assert ex16_performance.longest_context(real.text_config, 1000 * per_token) == 1000
+    assert ex16_performance.longest_context(real.text_config, 1000 * per_token - 1) == 999
+    with torch.device("meta"):
+        big = Glm4vForConditionalGeneration(real)
+    ceiling = ex16_performance.decode_ceiling(big, 4.8e12)
+    assert math.isclose(ceiling, 4.8e12 / (2 * 10_292_777_472))  # the reference's parameter count
+
