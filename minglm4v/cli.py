@@ -104,8 +104,8 @@ def _model_dir(path) -> Path:
     if not (directory / "config.json").is_file():
         hint = ("the bundled micro model is made by `python scripts/train_micro_model.py`; "
                 if directory == DEFAULT_MODEL else "")
-        raise CliError(f"no model in {directory} (no config.json): {hint}pass --model DIR with a downloaded "
-                       f"checkpoint, e.g. `huggingface-cli download zai-org/GLM-4.1V-9B-Thinking --local-dir DIR`")
+        raise CliError(f"no model in {directory} (no config.json): {hint}give the directory of a "
+                       f"downloaded checkpoint, e.g. `huggingface-cli download zai-org/GLM-4.1V-9B-Thinking --local-dir DIR`")
     return directory
 
 
