@@ -4,8 +4,8 @@ JSON Lines format GLM-4.1V fine-tuning tools use. No transformers counterpart.
     random_scene(rng)  -> Scene: a square picture of 112..224 px, 1-3 non-overlapping filled shapes
                           from {circle, square, triangle} x {red, green, blue, yellow} on white
     scene.image()      -> PIL RGB image
-    describe(scene)    -> "red circle top left [80,120,310,350]; blue square bottom right [600,550,900,850]"
-                          (the <think> part)
+    describe(scene)    -> "2 shapes: red circle top left [80,120,310,350]; blue square bottom right
+                          [600,550,900,850]" (the <think> part)
     questions(scene)   -> [Question(kind, text, answer), ...] every question the templates allow
     write_dataset(dir, pictures, seed)  -> dir/train.jsonl + dir/images/*.png
 
@@ -19,7 +19,7 @@ The five question templates and their answers:
                                                       (only if exactly one such shape)
 
 An assistant turn is `<think>{describe(scene)}</think><answer>{answer}</answer>`. The description
-lists every shape in reading order (top row first, then left to right) with its position words and
+gives the count and lists every shape in reading order (top row first, then left to right) with its position words and
 box, so each answer is a lookup in it, and it is the same for every question about one picture: every
 training example teaches the whole scene, boxes included, whatever its question. Boxes are in the model's 0..1000
 coordinates (x / width * 1000), rounded to multiples of 10: 1 % of the picture is far below what an
@@ -119,9 +119,13 @@ def random_scene(rng: random.Random) -> Scene:
 
 
 def describe(scene: Scene) -> str:
-    """The thinking: every shape in reading order, "red circle top left [80,120,310,350]; ..."."""
-    return "; ".join(f"{s.color} {s.kind} {s.where(scene.size)} [{','.join(map(str, s.box_1000(scene.size)))}]"
-                     for s in scene.shapes)
+    """The thinking: the count, then every shape in reading order,
+    "2 shapes: red circle top left [80,120,310,350]; blue square bottom right [600,550,900,850]"."""
+    # why the count first: every colour and shape word then follows a space, as in the questions, so
+    # a word has one spelling (one token: " red") wherever the model has to match it
+    listed = "; ".join(f"{s.color} {s.kind} {s.where(scene.size)} [{','.join(map(str, s.box_1000(scene.size)))}]"
+                       for s in scene.shapes)
+    return f"{len(scene.shapes)} shape{'s' if len(scene.shapes) > 1 else ''}: {listed}"
 
 
 def box_text(box) -> str:
@@ -168,9 +172,15 @@ def target(scene: Scene, question: Question) -> str:
     return f"<think>{describe(scene)}</think><answer>{question.answer}</answer>"
 
 
-def write_dataset(directory, pictures: int, seed: int, per_picture: int = 2) -> Path:
-    """Write `pictures` PNGs to directory/images and `per_picture` questions about each (kinds drawn
-    uniformly, then a random question of that kind) to directory/train.jsonl; returns the JSONL path."""
+def _draw_kind(rng: random.Random, weights: dict[str, float] | None) -> str:
+    return rng.choice(KINDS) if weights is None else rng.choices(KINDS, [weights[k] for k in KINDS])[0]
+
+
+def write_dataset(directory, pictures: int, seed: int, per_picture: int = 2,
+                  kind_weights: dict[str, float] | None = None) -> Path:
+    """Write `pictures` PNGs to directory/images and `per_picture` questions about each (a kind drawn
+    uniformly or by `kind_weights`, then a random question of that kind) to directory/train.jsonl;
+    returns the JSONL path."""
     directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -181,7 +191,7 @@ def write_dataset(directory, pictures: int, seed: int, per_picture: int = 2) -> 
             name = f"images/{i:06d}.png"
             scene.image().save(directory / name)
             for _ in range(per_picture):
-                while (question := pick_question(scene, rng, rng.choice(KINDS))) is None:
+                while (question := pick_question(scene, rng, _draw_kind(rng, kind_weights))) is None:
                     pass
                 messages = [{"role": "user", "content": "<image>" + question.text},
                             {"role": "assistant", "content": target(scene, question)}]

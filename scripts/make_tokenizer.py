@@ -86,7 +86,8 @@ def corpus_lines(num_lines: int = 400) -> list[str]:
     return lines
 
 
-def build_tokenizer() -> Tokenizer:
+def build_tokenizer(extra_lines: list[str] = ()) -> Tokenizer:
+    """The fixture tokenizer; `extra_lines` join the corpus (the micro model's shapes-world text)."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(GLM4_SPLIT_REGEX), behavior="isolated", invert=False),
@@ -97,7 +98,7 @@ def build_tokenizer() -> Tokenizer:
         vocab_size=REGULAR_VOCAB_SIZE, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(corpus_lines(), trainer)
+    tokenizer.train_from_iterator(corpus_lines() + list(extra_lines), trainer)
     if tokenizer.get_vocab_size() != REGULAR_VOCAB_SIZE:
         raise RuntimeError(f"corpus too small: BPE reached only {tokenizer.get_vocab_size()} tokens, "
                            f"expected {REGULAR_VOCAB_SIZE}; add lines to the corpus")
@@ -106,8 +107,8 @@ def build_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def write(out_dir: Path) -> None:
-    Glm4vTokenizer(build_tokenizer()).save_pretrained(out_dir)
+def write(out_dir: Path, extra_lines: list[str] = ()) -> None:
+    Glm4vTokenizer(build_tokenizer(extra_lines)).save_pretrained(out_dir)
 
 
 if __name__ == "__main__":

@@ -81,8 +81,9 @@ def _fixed_scene():
 
 def test_questions_of_a_known_scene():
     scene = _fixed_scene()
-    assert describe(scene) == ("red circle top left [50,50,200,200]; red square top right [750,100,950,300]; "
-                               "blue circle bottom center [450,600,650,800]")
+    assert describe(scene) == ("3 shapes: red circle top left [50,50,200,200]; red square top right "
+                               "[750,100,950,300]; blue circle bottom center [450,600,650,800]")
+    assert describe(Scene(200, scene.shapes[:1])) == "1 shape: red circle top left [50,50,200,200]"
     asked = {q.text: q.answer for q in questions(scene)}
     assert asked["How many shapes are there?"] == "3"
     assert asked["What color is the square?"] == "red"
@@ -143,3 +144,12 @@ def test_dataset_lines(tmp_path):
         assert user["role"] == "user" and user["content"].startswith("<image>") and user["content"].count("<image>") == 1
         assert assistant["role"] == "assistant"
         assert assistant["content"].startswith("<think>") and assistant["content"].endswith("</answer>")
+
+
+def test_kind_weights_steer_the_questions(tmp_path):
+    weights = {"count": 0, "color": 0, "shape": 0, "yes/no": 1, "position": 3}
+    path = write_dataset(tmp_path, 40, seed=2, kind_weights=weights)
+    asked = [json.loads(line)["messages"][0]["content"] for line in path.read_text().splitlines()]
+    kinds = [text.split()[0] for text in asked]  # "<image>Is" or "<image>Where"
+    assert set(kinds) == {"<image>Is", "<image>Where"}
+    assert kinds.count("<image>Where") > kinds.count("<image>Is")  # 3:1, less the scenes with no unique subject
