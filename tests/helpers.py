@@ -69,3 +69,16 @@ def chat_model_dir(directory: Path) -> Path:
         shutil.copy(path, directory / path.name)
     Glm4vImageProcessor().save_pretrained(directory)
     return directory
+
+
+def write_video(path, frames, fps) -> Path:
+    """(T, H, W, 3) uint8 frames -> a video file (.mp4, .mov) whose frames PyAV reads back exactly."""
+    import pytest
+    av = pytest.importorskip("av")  # optional dependency; load_video's error without it is tested
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("png", rate=fps)  # lossless, so the frames read back exactly
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return Path(path)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY, TINY_BF16
+from helpers import REPO, TINY, TINY_BF16, write_video
 from PIL import Image
 
 from minglm4v import Glm4vForConditionalGeneration, cli
@@ -99,15 +99,8 @@ def test_chat_seeded_sampling_is_reproducible(model_dir, picture, capsys):
 
 
 def test_chat_with_a_video(model_dir, tmp_path, capsys):
-    import av
-    path = tmp_path / "clip.mov"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("png", rate=2)
-        stream.width, stream.height, stream.pix_fmt = 112, 112, "rgb24"
-        for shade in (0, 80, 160, 240):
-            frame = np.full((112, 112, 3), shade, dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    frames = np.stack([np.full((112, 112, 3), shade, dtype=np.uint8) for shade in (0, 80, 160, 240)])
+    path = write_video(tmp_path / "clip.mov", frames, fps=2)
     code, out, err = run(["chat", "--model", model_dir, "--video", path, "What happens?", "--max-new-tokens", 6],
                          capsys)
     assert code == 0 and out.strip(), err

@@ -11,6 +11,7 @@ import matplotlib.cbook
 import numpy as np
 import pytest
 import torch
+from helpers import write_video
 from PIL import Image
 
 from minglm4v.image_processing import Glm4vImageProcessor, smart_resize, unnormalize, unpatchify
@@ -183,16 +184,6 @@ def test_batch_of_videos_concatenates(processor):
 def test_rejects_bad_videos(processor, videos, kwargs, error, message):
     with pytest.raises(error, match=message):
         processor(videos, **kwargs)
-
-
-def write_video(path, frames, fps):
-    av = pytest.importorskip("av")  # optional dependency; load_video's error without it is tested below
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("png", rate=fps)  # lossless, so the frames read back exactly
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
 
 
 def test_load_video_reads_frames_and_metadata(processor, tmp_path):
