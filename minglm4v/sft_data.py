@@ -28,6 +28,9 @@ Choices, with their precedents:
 
 `collate` left-pads encoded examples into a batch: input_ids, attention_mask, mm_token_type_ids,
 labels (B, L) int64, plus pixel_values (N, 1176) / image_grid_thw (images, 3) and the video pair.
+A batch may mix image and video conversations: the model tells their <|image|> slots apart by
+mm_token_type_ids (transformers 5.24's forward refuses such a batch: it counts every <|image|> token
+as an image slot and as a video slot).
 No counterpart in transformers (LLaMA-Factory's `SupervisedDatasetProcessor` plays this role).
 """
 
@@ -146,7 +149,8 @@ def encode(conversation: Conversation, processor: Glm4vProcessor) -> dict:
     try:  # the processor renders the prompt with the generation prompt and reads the pictures or clips
         inputs = processor(messages=conversation.messages)
     except (OSError, ValueError) as error:
-        raise DataError(conversation.path, conversation.line, f"cannot process the pictures: {error}") from error
+        kind = "videos" if conversation.videos else "images"
+        raise DataError(conversation.path, conversation.line, f"cannot process its {kind}: {error}") from error
     target = processor.tokenizer.encode(conversation.target)
     encoded = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     prompt_ids = inputs["input_ids"][0].tolist()
@@ -154,12 +158,19 @@ def encode(conversation: Conversation, processor: Glm4vProcessor) -> dict:
 
 
 class SFTDataset(torch.utils.data.Dataset):
-    """Checked conversations of one file; items are encoded on access (pictures read lazily), and one
-    longer than `max_length` tokens (the model's max_position_embeddings) raises DataError."""
+    """Checked conversations of one file; items are encoded on access (pictures and clips read
+    lazily), and one longer than `max_length` tokens (the model's max_position_embeddings) raises
+    DataError. Videos need the model's video processor config."""
 
     def __init__(self, path, processor: Glm4vProcessor, max_length: int | None = None):
         self.conversations = read_jsonl(path)
         self.processor, self.max_length = processor, max_length
+        video = next((c for c in self.conversations if c.videos), None)
+        if video and processor.video_processor is None:
+            raise DataError(video.path, video.line, "the conversation has a video, but the model's processor "
+                            "reads none: its directory lacks video_preprocessor_config.json (GLM-4.1V checkpoints "
+                            "ship one); copy it there, or write the defaults with "
+                            "minglm4v.Glm4vVideoProcessor().save_pretrained(DIR)")
 
     def __len__(self) -> int:
         return len(self.conversations)

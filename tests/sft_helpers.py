@@ -10,16 +10,18 @@ from PIL import Image, ImageDraw
 
 from minglm4v import cli, train
 from minglm4v.image_processing import Glm4vImageProcessor
+from minglm4v.video_processing import Glm4vVideoProcessor
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220)}
 
 
 def make_model_dir(directory: Path) -> Path:
-    """TINY's config and weights + the fixture tokenizer + the default image processor config."""
+    """TINY's config and weights + the fixture tokenizer + the default image and video processor configs."""
     directory.mkdir(parents=True, exist_ok=True)
     for path in (TINY / "config.json", TINY / "model.safetensors", *(REPO / "data" / "tokenizer").iterdir()):
         shutil.copy(path, directory / path.name)
     Glm4vImageProcessor().save_pretrained(directory)
+    Glm4vVideoProcessor().save_pretrained(directory)
     return directory
 
 

@@ -36,6 +36,10 @@ GOOD = json.dumps({"messages": [{"role": "user", "content": "<image>Hi?"},
                  "images": ["a.png"]}), "2 <image> placeholder(s) in the messages but 1 images"),
     (json.dumps({"messages": [{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": "A"}],
                  "images": ["missing.png"]}), "image file(s) not found"),
+    (json.dumps({"messages": [{"role": "user", "content": "<video>Hi"}, {"role": "assistant", "content": "A"}],
+                 "videos": ["missing.mp4"]}), "video file(s) not found"),
+    (json.dumps({"messages": [{"role": "user", "content": "<image><video>Hi"}, {"role": "assistant", "content": "A"}],
+                 "images": ["a.png"], "videos": ["a.png"]}), "either images or videos, not both"),
     (json.dumps({"messages": [{"role": "user", "content": "<video>Hi"}, {"role": "assistant", "content": "A"}]}),
      "1 <video> placeholder(s) in the messages but 0 videos"),
     (json.dumps({"messages": [{"role": "user", "content": "Hi"}]}), "end with the assistant turn"),
@@ -102,5 +106,5 @@ def test_too_long_conversation_is_an_error(tmp_path, processor):
 def test_unreadable_picture_is_reported_with_its_line(tmp_path, processor):
     path = _file(tmp_path, GOOD)
     (tmp_path / "a.png").write_bytes(b"not a picture")
-    with pytest.raises(DataError, match=r"bad.jsonl:1: cannot process the pictures"):
+    with pytest.raises(DataError, match=r"bad.jsonl:1: cannot process its images"):
         SFTDataset(path, processor)[0]
