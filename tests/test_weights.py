@@ -104,10 +104,13 @@ def test_our_bf16_save_is_bf16_for_transformers(tmp_path):
 
 
 def test_conversion_chunk_by_chunk_is_exact(monkeypatch):
-    """Converting reads each tensor in chunks through one reused buffer: with chunks far smaller than
-    the tensors (and not dividing them), the fp32 weights are still exactly the stored bf16 ones."""
+    """Converting copies each tensor from the memory map in chunks, each into storage asking for huge
+    pages: with chunks far smaller than the tensors (and not dividing them) and every tensor in such
+    storage, the fp32 weights are still exactly the stored bf16 ones."""
     from minglm4v import weights
     monkeypatch.setattr(weights, "CHUNK", 1000)
+    monkeypatch.setattr(weights, "HUGE_PAGE", 1)
     ours = load_ours(TINY_BF16, dtype=torch.float32)
+    assert not any(p.untyped_storage().resizable() for p in ours.parameters())  # mapped, not torch.empty
     assert_same_weights(ours, load_ours(TINY_BF16).float())
 
