@@ -203,8 +203,9 @@ def read_tensors(files: list[Path], dtype: torch.dtype, device: torch.device) ->
             for i in range(0, count, CHUNK):
                 offset, n = start + begin + i * stored.itemsize, min(CHUNK, count - i)
                 out.view(-1)[i:i + n] = torch.frombuffer(mapped, dtype=stored, count=n, offset=offset)
-                page = offset - offset % mmap.PAGESIZE  # nothing was written to the map: dropping is lossless
-                mapped.madvise(mmap.MADV_DONTNEED, page, offset + n * stored.itemsize - page)
+                if hasattr(mmap, "MADV_DONTNEED"):  # nothing was written to the map: dropping is lossless
+                    page = offset - offset % mmap.PAGESIZE
+                    mapped.madvise(mmap.MADV_DONTNEED, page, offset + n * stored.itemsize - page)
             tensors[name] = out
     return tensors
 
