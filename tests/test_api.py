@@ -17,8 +17,8 @@ from minglm4v import (AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
 
 MICRO = REPO / "data" / "micro-model"
 PHOTO = REPO / "data" / "images" / "shapes.png"  # a blue triangle, a red circle, a yellow square
-ANSWER = ("<think>blue triangle top left [120,140,410,410]; red triangle top right [610,70,910,390]; yellow square "
-          "bottom center [420,610,730,910]</think><answer>blue</answer><|user|>")
+ANSWER = ("<think>3 shapes: blue triangle top left [130,160,400,430]; red circle top right [670,110,900,330]; "
+          "yellow square bottom center [430,620,690,880]</think><answer>circle</answer><|user|>")
 PUBLIC = ["AutoModelForImageTextToText", "AutoProcessor", "AutoTokenizer", "BatchFeature", "Glm4vConfig",
           "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vOutput", "Glm4vProcessor", "Glm4vTokenizer",
           "Glm4vVideoProcessor", "TextConfig", "TextIteratorStreamer", "TextStreamer", "VisionConfig",
