@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import TextConfig
-from .layers import RMSNorm
+from .layers import Linear, RMSNorm
 from .rope import apply_mrope, mrope_cos_sin
 
 
@@ -28,10 +28,10 @@ class Attention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.heads, self.kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * d, bias=True)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * d, bias=True)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * d, bias=True)
-        self.o_proj = nn.Linear(self.heads * d, cfg.hidden_size, bias=False)
+        self.q_proj = Linear(cfg.hidden_size, self.heads * d, bias=True)
+        self.k_proj = Linear(cfg.hidden_size, self.kv_heads * d, bias=True)
+        self.v_proj = Linear(cfg.hidden_size, self.kv_heads * d, bias=True)
+        self.o_proj = Linear(self.heads * d, cfg.hidden_size, bias=False)
 
     def project(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (B, heads, L, d), k and v (B, kv_heads, L, d), q and k rotated; also what
@@ -60,8 +60,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: TextConfig):
         super().__init__()
         # why fused: the checkpoint stores gate and up as one (2 * intermediate, hidden) matrix
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x):
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)

@@ -1,7 +1,9 @@
-"""Two building blocks shared by the vision tower, the merger and the decoder.
+"""Building blocks of the vision tower, the merger and the decoder.
 
 * `RMSNorm` — transformers' `Glm4vRMSNorm`: normalise in fp32, cast back, *then* scale by the weight
   (the order matters for bit-exact bf16).
+* `Linear` — `nn.Linear`, but a single bf16/fp16 row (decoding one token at batch 1) is a
+  matrix-vector product.
 * `SwiGLU` — `down(silu(gate(x)) * up(x))` with separate `gate_proj` / `up_proj` / `down_proj`, no
   biases; transformers' `Glm4VisionMlp`, and the tail of `Glm4vVisionPatchMerger`.
 Shapes: (..., dim) -> (..., dim).
@@ -26,6 +28,16 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class Linear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 or x.shape[:-1].numel() != 1:
+            return super().forward(x)
+        # why: on CPU, one bf16 row through nn.Linear's matrix-matrix path takes up to 2x as long as a
+        # matrix-vector product (fp32: the same), and a batch-1 decode step is nothing but such rows
+        y = torch.addmv(self.bias, self.weight, x.view(-1)) if self.bias is not None else self.weight @ x.view(-1)
+        return y.view(*x.shape[:-1], -1)
 
 
 class SwiGLU(nn.Module):

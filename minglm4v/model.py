@@ -20,6 +20,7 @@ from . import generation, rope
 from .checks import is_int
 from .config import Glm4vConfig
 from .decoder import Glm4vTextModel
+from .layers import Linear
 from .vision import Glm4vVisionModel
 from .weights import PretrainedMixin
 
@@ -45,7 +46,7 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         self.model = Glm4vModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.lm_head = Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
 
     # the decoding loop lives in generation.py (the model only maps inputs to logits); bound here so that
     # model.generate(**inputs, max_new_tokens=...) works as in transformers, with one signature to read
