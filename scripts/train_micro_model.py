@@ -4,8 +4,9 @@ of the shapes world (minglm4v.shapes) in the Thinking format, trained exactly th
     .venv/bin/python scripts/train_micro_model.py [WORK_DIR]      # default WORK_DIR: build/micro-model
 
 1. a randomly initialised model with the real architecture at tiny widths (`micro_config`), a
-   tokenizer from the fixture recipe with shapes-world text in its corpus (`save_tokenizer`), and a processor that resizes every picture to 224x224 (16x16 patches, 64 image
-   tokens: enough for the position and box answers) is saved to WORK_DIR/base;
+   tokenizer from the fixture recipe with shapes-world text in its corpus (`save_tokenizer`), and a
+   processor that resizes every picture to 224x224 (16x16 patches, 64 image tokens: enough for the
+   position and box answers) is saved to WORK_DIR/base;
 2. for each of STAGES, `minglm4v.shapes.write_dataset` writes WORK_DIR/dataN/train.jsonl (+ PNGs) from
    its seed, and `python -m minglm4v train --model <previous> --data ... --freeze none ...` trains on it,
    into WORK_DIR/stageN;
@@ -15,13 +16,12 @@ of the shapes world (minglm4v.shapes) in the Thinking format, trained exactly th
 The recipe, and what it took: see STAGES and the README's micro-model section.
 """
 
+import random
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import random
 
 import torch
 from make_tokenizer import write as write_tokenizer  # scripts/ is on sys.path when this script runs
@@ -71,8 +71,9 @@ def shapes_corpus(scenes: int = 3000, seed: int = 7) -> list[str]:
 
 def save_tokenizer(directory: Path) -> None:
     """The fixture tokenizer's recipe (same special ids) with the shapes world in its corpus.
-    why: the 1000-token fixture BPE splits "120" into "1" "20" and "bottom" into five pieces; the real
-    151k-token GLM-4 tokenizer has every 1-3 digit number and these words as single tokens, and so does this one."""
+    why: the 1000-token fixture BPE splits "120" into "1" "20" and "bottom" into five pieces, so one number
+    or word had several spellings to learn; here every box number and world word is one token, as common
+    numbers and words are in the real 151k-token GLM-4 tokenizer."""
     write_tokenizer(directory, shapes_corpus())
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
     words = [f"{space}{w}" for w in (*COLORS, *SHAPES) for space in ("", " ")]
