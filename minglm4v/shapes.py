@@ -22,8 +22,9 @@ An assistant turn is `<think>{describe(scene)}</think><answer>{answer}</answer>`
 gives the count and lists every shape in reading order (top row first, then left to right) with its
 position words and box, so each answer is a lookup in it, and it is the same for every question
 about one picture: every training example teaches the whole scene, boxes included, whatever its
-question. Boxes are in the model's 0..1000 coordinates (x / width * 1000), rounded to multiples of 10: 1 % of the picture is far below what an
-IoU of 0.5 needs, and 101 values per coordinate are easier to learn for a small model than 1001.
+question. Boxes are in the model's 0..1000 coordinates (x / width * 1000), rounded to multiples of
+10: 1 % of the picture is far below what an IoU of 0.5 needs, and 101 values per coordinate are
+easier to learn for a small model than 1001.
 Shape centres keep a small distance from the lines that split top/bottom and left/center/right, so
 every position word has one right answer.
 """
