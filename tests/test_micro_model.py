@@ -2,12 +2,11 @@
 `python -m minglm4v train`) on pictures it never saw: what it gets right, with floors from its
 measured accuracy."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 from helpers import REPO
 from PIL import Image
+from train_micro_model import demo_scene  # scripts/, on sys.path through helpers
 
 from minglm4v import Glm4vForConditionalGeneration
 from minglm4v.processor import Glm4vProcessor
@@ -25,10 +24,7 @@ def micro():
 def test_demo_picture(micro):
     """data/images/shapes.png, the picture ./run.sh asks about: all 22 questions the templates allow get
     well-formed replies, the count is right, and so is every shape named by its colour."""
-    spec = importlib.util.spec_from_file_location("train_micro_model", REPO / "scripts" / "train_micro_model.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    scene = script.demo_scene()
+    scene = demo_scene()
     picture = Image.open(REPO / "data" / "images" / "shapes.png")
     assert np.array_equal(np.asarray(picture), np.asarray(scene.image()))
     asked = questions(scene)
