@@ -30,11 +30,14 @@ every position word has one right answer.
 """
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from .checks import is_number, positive_int
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
 SHAPES = ("circle", "square", "triangle")
@@ -177,11 +180,26 @@ def _draw_kind(rng: random.Random, weights: dict[str, float] | None) -> str:
     return rng.choice(KINDS) if weights is None else rng.choices(KINDS, [weights[k] for k in KINDS])[0]
 
 
+def _check_kind_weights(weights: dict[str, float] | None) -> None:
+    if weights is None:
+        return
+    if not isinstance(weights, dict) or set(weights) != set(KINDS):
+        raise ValueError(f"kind_weights must give a weight to each of {list(KINDS)} (0 leaves a kind out), "
+                         f"got {weights!r}")
+    for kind, weight in weights.items():
+        if not is_number(weight) or not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"kind_weights[{kind!r}] must be a finite number >= 0, got {weight!r}")
+    if not sum(weights.values()) > 0:
+        raise ValueError("kind_weights are all 0: give at least one question kind a positive weight")
+
+
 def write_dataset(directory, pictures: int, seed: int, per_picture: int = 2,
                   kind_weights: dict[str, float] | None = None) -> Path:
     """Write `pictures` PNGs to directory/images and `per_picture` questions about each (a kind drawn
     uniformly or by `kind_weights`, then a random question of that kind) to directory/train.jsonl;
     returns the JSONL path."""
+    positive_int(pictures, "pictures"), positive_int(per_picture, "per_picture")
+    _check_kind_weights(kind_weights)
     directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .chat_template import parse_boxes, parse_thinking
+from .checks import positive_int
 from .shapes import COLORS, KINDS, SHAPES, Question, pick_question, random_scene
 
 EVAL_SEED = 1_000_003  # training data comes from small seeds (scripts/train_micro_model.py uses 0)
@@ -59,6 +60,7 @@ def grade(question: Question, reply: str) -> Graded:
 
 def eval_questions(pictures: int, seed: int) -> list[tuple]:
     """(scene, question) pairs: for each of `pictures` fresh scenes, one question of each kind it allows."""
+    positive_int(pictures, "pictures")
     rng = random.Random(seed)
     pairs = []
     for _ in range(pictures):

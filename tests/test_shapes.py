@@ -153,3 +153,17 @@ def test_kind_weights_steer_the_questions(tmp_path):
     kinds = [text.split()[0] for text in asked]  # "<image>Is" or "<image>Where"
     assert set(kinds) == {"<image>Is", "<image>Where"}
     assert kinds.count("<image>Where") > kinds.count("<image>Is")  # 3:1, less the scenes with no unique subject
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(kind_weights={"count": 1}), ValueError, r"a weight to each of \['count', 'color'"),
+    (dict(kind_weights={k: 0 for k in KINDS}), ValueError, "all 0"),
+    (dict(kind_weights={**{k: 1 for k in KINDS}, "shape": float("nan")}), ValueError, r"kind_weights\['shape'\]"),
+    (dict(kind_weights={**{k: 1 for k in KINDS}, "count": -1}), ValueError, ">= 0, got -1"),
+    (dict(pictures=0), ValueError, "pictures must be >= 1"),
+    (dict(per_picture=1.5), TypeError, "per_picture must be an int"),
+])
+def test_bad_dataset_arguments_are_explained(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        write_dataset(tmp_path, **{"pictures": 2, "seed": 0, **kwargs})
+    assert not (tmp_path / "train.jsonl").exists()  # refused before anything was written

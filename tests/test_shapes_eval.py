@@ -60,3 +60,8 @@ def test_eval_questions_ask_every_kind_a_scene_allows():
     assert kinds.count("count") == kinds.count("yes/no") == 20
     for scene, q in pairs:
         assert q.kind != "position" or len(scene.find(*q.text.rstrip("?").split()[-1:-3:-1])) == 1
+
+
+def test_no_pictures_is_refused():
+    with pytest.raises(ValueError, match="pictures must be >= 1, got 0"):
+        eval_questions(0, seed=1)
