@@ -41,8 +41,8 @@ def default_config(tokenizer: Tokenizer) -> dict:
         return {"content": token, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
                 "special": special}
     return {
-        "added_tokens_decoder": {str(tokenizer.token_to_id(t)): entry(t, t in st.SPECIAL)
-                                 for t in st.SPECIAL + st.NOT_SPECIAL},
+        "added_tokens_decoder": {str(i): entry(t.content, t.special)
+                                 for i, t in sorted(tokenizer.get_added_tokens_decoder().items())},
         "additional_special_tokens": list(st.SPECIAL[1:]),
         "chat_template": CHAT_TEMPLATE_JINJA,
         "clean_up_tokenization_spaces": False,

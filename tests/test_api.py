@@ -17,8 +17,8 @@ from minglm4v import (AutoModelForImageTextToText, AutoProcessor, AutoTokenizer,
 
 MICRO = REPO / "data" / "micro-model"
 PHOTO = REPO / "data" / "images" / "shapes.png"  # a blue triangle, a red circle, a yellow square
-ANSWER = ("<think>3 shapes: blue triangle top left [130,160,400,430]; red circle top right [670,110,900,330]; "
-          "yellow square bottom center [430,620,690,880]</think><answer>circle</answer><|user|>")
+ANSWER = ("<think>3 shapes: blue triangle top left [130,160,400,430]; red circle top right [670,110,890,330]; "
+          "yellow square bottom center [430,620,700,890]</think><answer>circle</answer><|user|>")
 PUBLIC = ["AutoModelForImageTextToText", "AutoProcessor", "AutoTokenizer", "BatchFeature", "Glm4vConfig",
           "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vOutput", "Glm4vProcessor", "Glm4vTokenizer",
           "Glm4vVideoProcessor", "TextConfig", "TextIteratorStreamer", "TextStreamer", "VisionConfig",
@@ -116,8 +116,8 @@ def test_seed_guide_snippet():
 
 
 def test_batch_feature(processor):
-    out = processor.tokenizer("a red circle", return_tensors="pt")
-    assert isinstance(out, BatchFeature) and out.input_ids is out["input_ids"] and out.input_ids.shape == (1, 3)
+    out = processor.tokenizer("a red circle", return_tensors="pt")  # "a", " red circle": one micro-model token
+    assert isinstance(out, BatchFeature) and out.input_ids is out["input_ids"] and out.input_ids.shape == (1, 2)
     inputs = processor(text=["<|begin_of_image|><|image|><|end_of_image|>hi"], images=Image.open(PHOTO))
     cast = inputs.to(torch.bfloat16)
     assert cast.pixel_values.dtype == torch.bfloat16 and cast.input_ids.dtype == torch.int64

@@ -69,17 +69,17 @@ def test_chat_streams_the_reply(model_dir, picture, capsys):
 
 def test_chat_default_is_the_bundled_micro_model(capsys):
     """The README's run command: the micro model's thinking names the three shapes of data/images in
-    reading order, and its answer gives the red circle's position words and a box that overlaps the truth."""
+    reading order, and its answer gives the yellow square's position words and a box that overlaps the truth."""
     code, out, err = run(["chat", "--image", REPO / "data" / "images" / "shapes.png", "--show-thinking",
-                          "Where is the red circle?"], capsys)
+                          "Where is the yellow square?"], capsys)
     assert code == 0 and err == ""
     thinking, answer = out.split("\n\n[answer]\n")
     assert re.fullmatch(r"\[thinking\]\n3 shapes: blue triangle top left \[[\d,]+\]; red circle top right \[[\d,]+\]; "
                         r"yellow square bottom center \[[\d,]+\]", thinking)
-    assert re.fullmatch(r"top right <\|begin_of_box\|>\[\d+,\d+,\d+,\d+\]<\|end_of_box\|>\n", answer)
+    assert re.fullmatch(r"bottom center <\|begin_of_box\|>\[\d+,\d+,\d+,\d+\]<\|end_of_box\|>\n", answer)
     scene = demo_scene()  # what data/images/shapes.png was drawn from
-    (circle,) = scene.find("circle", "red")
-    assert box_iou(parse_boxes(answer)[0], circle.box_1000(scene.size)) >= 0.5
+    (square,) = scene.find("square", "yellow")
+    assert box_iou(parse_boxes(answer)[0], square.box_1000(scene.size)) >= 0.5
 
 
 def test_chat_thinking_budget_separates_thinking_and_answer(model_dir, picture, capsys):
