@@ -250,6 +250,9 @@ def test_saved_directory_loads_in_transformers(micro, processor, tmp_path):
     hf_tokenizer = HFAutoTokenizer.from_pretrained(tmp_path)
     prompt = processor.apply_chat_template(messages)
     assert hf_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == prompt
+    text = "Is there a red circle?<think>1 shape: yellow triangle top left [80,120,310,350]</think>"
+    ids = processor.tokenizer(text, return_tensors="pt").input_ids[0].tolist()
+    assert hf_tokenizer(text)["input_ids"] == ids and 1022 in ids  # " red circle": an added pair token
     hf_pixels = Glm4vImageProcessorPil.from_pretrained(tmp_path)(Image.open(PHOTO), return_tensors="pt")
     assert torch.equal(hf_pixels["pixel_values"], inputs.pixel_values)
     hf = HFModel.from_pretrained(tmp_path).eval()
