@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 from helpers import REPO
 from PIL import Image
-from train_micro_model import demo_scene  # scripts/, on sys.path through helpers
+import torch
+from train_micro_model import PAIRS, add_pair_tokens, demo_scene, save_base  # scripts/, on sys.path through helpers
 
 from minglm4v import Glm4vForConditionalGeneration
 from minglm4v.processor import Glm4vProcessor
 from minglm4v.shapes import questions
 from minglm4v.shapes_eval import EVAL_SEED, answer, evaluate, grade, summarize
+from minglm4v.tokenizer import Glm4vTokenizer
 
 MICRO = REPO / "data" / "micro-model"
 
@@ -44,3 +46,26 @@ def test_fresh_pictures_meet_the_floor(micro):
     floors = {"count": 0.95, "color": 0.9, "shape": 0.9, "yes/no": 0.9, "position": 0.85, "box IoU >= 0.5": 0.85,
               "well-formed": 1.0}
     assert all(rates[name] >= floor for name, floor in floors.items()), rates
+
+
+def test_add_pair_tokens(tmp_path):
+    """Stage 3's starting point: each colour-shape pair becomes one added token wherever it is written,
+    its embedding and lm_head rows start as the mean of its two words' rows, and every other row is
+    unchanged, so the logits of the old tokens are too."""
+    save_base(tmp_path / "base")
+    start = add_pair_tokens(tmp_path / "base", tmp_path / "start")
+    (old, old_tok), (new, new_tok) = ((Glm4vForConditionalGeneration.from_pretrained(d).eval(),
+                                       Glm4vTokenizer.from_pretrained(d).tokenizer) for d in (tmp_path / "base", start))
+    assert new.config.text_config.vocab_size == 1040 and new_tok.get_vocab_size() == 1034
+    pair_ids = [new_tok.token_to_id(pair) for pair in PAIRS]
+    assert sorted(pair_ids) == list(range(1022, 1034))
+    assert new_tok.encode("Is there a red circle?").ids[-2:] == [new_tok.token_to_id(" red circle"), old_tok.encode("?").ids[0]]
+    for matrix in (lambda m: m.model.language_model.embed_tokens.weight, lambda m: m.lm_head.weight):
+        before, after = matrix(old), matrix(new)
+        assert torch.equal(after[:1022], before[:1022])
+        for pair, pid in zip(PAIRS, pair_ids):
+            color, kind = (old_tok.encode(" " + word).ids[0] for word in pair.split())
+            assert torch.equal(after[pid], (before[color] + before[kind]) / 2)
+    ids = torch.tensor([old_tok.encode("What shape is red?").ids])
+    with torch.no_grad():
+        assert torch.equal(new(ids).logits[..., :1022], old(ids).logits[..., :1022])
