@@ -59,7 +59,8 @@ def test_add_pair_tokens(tmp_path):
     assert new.config.text_config.vocab_size == 1040 and new_tok.get_vocab_size() == 1034
     pair_ids = [new_tok.token_to_id(pair) for pair in PAIRS]
     assert sorted(pair_ids) == list(range(1022, 1034))
-    assert new_tok.encode("Is there a red circle?").ids[-2:] == [new_tok.token_to_id(" red circle"), old_tok.encode("?").ids[0]]
+    question = new_tok.encode("Is there a red circle?").ids
+    assert question[-2:] == [new_tok.token_to_id(" red circle"), old_tok.encode("?").ids[0]]
     for matrix in (lambda m: m.model.language_model.embed_tokens.weight, lambda m: m.lm_head.weight):
         before, after = matrix(old), matrix(new)
         assert torch.equal(after[:1022], before[:1022])
