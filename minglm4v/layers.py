@@ -39,7 +39,8 @@ class Linear(nn.Linear):
             return super().forward(x)
         # why: on CPU, one bf16 row through nn.Linear's matrix-matrix path takes up to 2x as long as a
         # matrix-vector product (fp32: the same), and a batch-1 decode step is nothing but such rows
-        y = torch.addmv(self.bias, self.weight, x.view(-1)) if self.bias is not None else self.weight @ x.view(-1)
+        row = x.reshape(-1)  # a view whenever the row is contiguous, which a decode step's rows are
+        y = torch.addmv(self.bias, self.weight, row) if self.bias is not None else self.weight @ row
         return y.view(*x.shape[:-1], -1)
 
 

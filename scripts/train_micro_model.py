@@ -104,8 +104,8 @@ def save_base(directory: Path) -> None:
 
 def add_pair_tokens(trained: Path, directory: Path) -> Path:
     """`trained` plus one token for each colour-shape pair (" red circle", ...), saved to `directory`: the
-    tokenizer gains 12 added tokens (ids 1022-1033), the vocabulary grows to 1040 rows (a multiple of 8),
-    and a pair's rows of embed_tokens and lm_head start as the mean of its two words' rows.
+    tokenizer gains 12 added tokens (ids 1022-1033), the vocabulary grows to the next multiple of 8 (1040
+    rows), and a pair's rows of embed_tokens and lm_head start as the mean of its two words' rows.
     why: stage 2's thinking was right 93-95 % of the time, yet given a right thinking the answer followed
     it for "What shape is red?" (find " red", copy the word after it: 123/124) but not for "What color is
     the circle?" (copy the word before: 92/121) or the two-word matches of yes/no and position: those it
@@ -114,13 +114,13 @@ def add_pair_tokens(trained: Path, directory: Path) -> Path:
     tokenizer.add_tokens([AddedToken(pair, normalized=False) for pair in PAIRS])
     old = Glm4vForConditionalGeneration.from_pretrained(trained)
     torch.manual_seed(0)
-    new = Glm4vForConditionalGeneration(micro_config(vocab_size=1040))
+    new = Glm4vForConditionalGeneration(micro_config(vocab_size=-(-tokenizer.get_vocab_size() // 8) * 8))
     weights = old.state_dict()
     for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
         rows = new.state_dict()[key].clone()  # random rows for the ids no token uses
         rows[:len(weights[key])] = weights[key]
         for pair in PAIRS:
-            color, kind = (tokenizer.token_to_id("Ġ" + word) for word in pair.split())  # byte-level " " is Ġ
+            color, kind = (tokenizer.encode(" " + word).ids[0] for word in pair.split())  # " red", " circle"
             rows[tokenizer.token_to_id(pair)] = (weights[key][color] + weights[key][kind]) / 2
         weights[key] = rows
     new.load_state_dict(weights)
