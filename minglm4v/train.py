@@ -9,8 +9,8 @@ in order from an endless stream of per-epoch seeded permutations of the data set
 its own slice of it. The loss is the mean over every label token of the global batch (each micro-batch's
 token sum divided by the global token count), so 1 process x 4 conversations, 2 x 2 and 1 x 2 x 2
 accumulation steps all take the same step. AdamW, linear warmup then cosine decay to 0
-(transformers' `get_cosine_schedule_with_warmup`), gradient clipping, optional bf16 autocast and
-gradient checkpointing.
+(transformers' `get_cosine_schedule_with_warmup`), gradient clipping, optional bf16 autocast,
+gradient checkpointing and torch.compile of the repeated blocks.
 
     OUT/                  the final model, a complete HF-layout directory (config.json, safetensors,
                           tokenizer and processor files copied from --model); LoRA merged in
@@ -65,6 +65,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (weights and optimizer stay fp32)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory")
+    p.add_argument("--compile", action="store_true", help="torch.compile each ViT block and decoder layer: "
+                   "faster steps after a warm-up of about a minute")
     p.add_argument("--freeze", default="vision,merger", metavar="PARTS", help="parts to keep fixed: any of "
                    "vision,merger,language or none (merger = 2x2 downsample + projector, language = decoder + "
                    "lm_head; default: vision,merger)")
@@ -110,6 +112,11 @@ def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGenerati
         lora.inject(model, targets, args.lora_rank, args.lora_alpha or 2 * args.lora_rank, args.lora_dropout)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if args.compile:
+        # why block by block ("regional compilation"): the repeated blocks are where the time goes, and the
+        # model's input checks and Python glue stay eager instead of breaking one big graph
+        for block in (*model.model.visual.blocks, *model.model.language_model.layers):
+            block.compile()
     return model
 
 

@@ -84,12 +84,19 @@ def test_image_grid_values(ours_tiny, image_inputs, grid, error, message):
         ours_tiny(image_inputs["input_ids"], pixel_values=image_inputs["pixel_values"], image_grid_thw=grid)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("bad", [[float("nan")], [float("inf")], [float("inf"), float("-inf")]])
 def test_non_finite_pixels(ours_tiny, image_inputs, bad):
     pixels = image_inputs["pixel_values"].clone()
-    pixels[3, 7] = bad
+    pixels[3, 7:7 + len(bad)] = torch.tensor(bad)
     with pytest.raises(ValueError, match="pixel_values holds NaN or infinite values"):
         ours_tiny(image_inputs["input_ids"], pixel_values=pixels, image_grid_thw=image_inputs["image_grid_thw"])
+
+
+def test_finite_pixels_whose_sum_overflows_are_not_called_non_finite(ours_tiny, image_inputs):
+    pixels = image_inputs["pixel_values"].clone()
+    pixels[3, 7:9] = 3e38  # finite, but their float32 sum is inf: the quick test fails, the exact one passes
+    out = ours_tiny(image_inputs["input_ids"], pixel_values=pixels, image_grid_thw=image_inputs["image_grid_thw"])
+    assert out.logits.shape[:2] == image_inputs["input_ids"].shape
 
 
 # ---- generate
