@@ -14,7 +14,7 @@ from helpers import REPO, load_hf, model_inputs
 from safetensors.torch import load_file
 from sft_helpers import make_model_dir, run_train, write_dataset
 
-from minglm4v import Glm4vForConditionalGeneration
+from minglm4v import Glm4vForConditionalGeneration, cli, train
 from minglm4v.processor import Glm4vProcessor
 from minglm4v.sft_data import SFTDataset, collate
 
@@ -77,6 +77,10 @@ def test_compiled_blocks_train_like_eager_ones(setup, tmp_path):
     torch.testing.assert_close(_losses(tmp_path / "compiled"), _losses(tmp_path / "eager"), rtol=1e-5, atol=0)
     # compiling in place adds no `_orig_mod.` to the saved names
     assert _weights(tmp_path / "compiled").keys() == _weights(tmp_path / "eager").keys()
+    model = train.prepare_model(cli.parser().parse_args(["train", *args, "--output-dir", "-", "--compile"]),
+                                set(), torch.device("cpu"))
+    blocks = (*model.model.visual.blocks, *model.model.language_model.layers)
+    assert all(block._compiled_call_impl is not None for block in blocks)  # nn.Module.compile's mark: it is on
 
 
 def test_lora_output_loads_in_transformers_with_equal_logits(setup, tmp_path, oracle_cases):
