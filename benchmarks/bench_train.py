@@ -27,6 +27,7 @@ from minglm4v import Glm4vForConditionalGeneration
 from minglm4v.processor import Glm4vProcessor
 from minglm4v.sft_data import SFTDataset, collate
 from minglm4v.shapes import write_dataset
+from minglm4v.train import compile_blocks
 
 MODEL = Path(__file__).resolve().parents[1] / "data" / "micro-model"
 
@@ -36,8 +37,7 @@ def contenders() -> dict:
     models = {"transformers": HF.from_pretrained(MODEL),
               "minglm4v": Glm4vForConditionalGeneration.from_pretrained(MODEL),
               "compiled": Glm4vForConditionalGeneration.from_pretrained(MODEL)}
-    for block in (*models["compiled"].model.visual.blocks, *models["compiled"].model.language_model.layers):
-        block.compile()  # what `minglm4v train --compile` does
+    compile_blocks(models["compiled"])  # what `minglm4v train --compile` does
     return {name: (model.train(), torch.optim.AdamW(model.parameters(), lr=1e-6)) for name, model in models.items()}
 
 
@@ -72,7 +72,7 @@ def main():
         sys.exit(f"the contenders' losses differ: {first}")
     times = {name: [] for name in names}
     for r, batch in enumerate(batches[1:]):
-        for name in names[r % 3:] + names[:r % 3]:
+        for name in names[r % len(names):] + names[:r % len(names)]:
             times[name].append(step(*runners[name], batch)[0])
     print(f"\nbatch {args.batch_size}, {args.rounds} rounds, {torch.get_num_threads()} threads; median ms per step:")
     for name in names:

@@ -113,11 +113,16 @@ def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGenerati
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if args.compile:
-        # why block by block ("regional compilation"): the repeated blocks are where the time goes, and the
-        # model's input checks and Python glue stay eager instead of breaking one big graph
-        for block in (*model.model.visual.blocks, *model.model.language_model.layers):
-            block.compile()
+        compile_blocks(model)
     return model
+
+
+def compile_blocks(model: Glm4vForConditionalGeneration) -> None:
+    """torch.compile each ViT block and decoder layer in place (state-dict names stay as they are).
+    why block by block ("regional compilation"): the repeated blocks are where the time goes, and the
+    model's input checks and Python glue stay eager instead of breaking one big graph."""
+    for block in (*model.model.visual.blocks, *model.model.language_model.layers):
+        block.compile()
 
 
 @lru_cache(maxsize=4)
