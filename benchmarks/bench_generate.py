@@ -33,7 +33,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
-from minglm4v.special_tokens import image_block_ids
+from minglm4v.processing.special_tokens import image_block_ids
 
 
 def make_config(vocab: int, text: dict, vision: dict) -> Glm4vConfig:

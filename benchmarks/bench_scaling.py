@@ -18,7 +18,6 @@ from pathlib import Path
 
 import matplotlib
 import torch
-
 from bench_generate import make_config, measure, models, prompt_inputs, run
 
 matplotlib.use("Agg")

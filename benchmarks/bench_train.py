@@ -24,10 +24,10 @@ import torch
 from bench_generate import paired
 
 from minglm4v import Glm4vForConditionalGeneration
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.sft_data import SFTDataset, collate
-from minglm4v.shapes import write_dataset
-from minglm4v.train import compile_blocks
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.study.shapes import write_dataset
+from minglm4v.training.data import SFTDataset, collate
+from minglm4v.training.train import compile_blocks
 
 MODEL = Path(__file__).resolve().parents[1] / "data" / "micro-model"
 

@@ -6,15 +6,15 @@ The public names mirror transformers', so code written for it runs with only the
 """
 
 from .auto import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
-from .config import Glm4vConfig, TextConfig, VisionConfig
-from .fake_inputs import create_fake_image_inputs, create_fake_text_inputs, create_multimodal_inputs
-from .feature import BatchFeature
-from .image_processing import Glm4vImageProcessor
-from .model import Glm4vForConditionalGeneration, Glm4vOutput
-from .processor import Glm4vProcessor
-from .streaming import TextIteratorStreamer, TextStreamer
-from .tokenizer import Glm4vTokenizer
-from .video_processing import Glm4vVideoProcessor
+from .generation.streaming import TextIteratorStreamer, TextStreamer
+from .model.config import Glm4vConfig, TextConfig, VisionConfig
+from .model.glm4v import Glm4vForConditionalGeneration, Glm4vOutput
+from .processing.feature import BatchFeature
+from .processing.image import Glm4vImageProcessor
+from .processing.processor import Glm4vProcessor
+from .processing.tokenizer import Glm4vTokenizer
+from .processing.video import Glm4vVideoProcessor
+from .study.fake_inputs import create_fake_image_inputs, create_fake_text_inputs, create_multimodal_inputs
 
 __all__ = ["AutoModelForImageTextToText", "AutoProcessor", "AutoTokenizer", "BatchFeature", "Glm4vConfig",
            "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vOutput", "Glm4vProcessor",

@@ -10,10 +10,10 @@ that the directory holds it and hand over to our classes; any other model type i
     AutoModelForImageTextToText.from_pretrained(dir)   -> Glm4vForConditionalGeneration
 """
 
-from .hub import check_model_type, resolve_directory
-from .model import Glm4vForConditionalGeneration
-from .processor import Glm4vProcessor
-from .tokenizer import Glm4vTokenizer
+from .base.hub import check_model_type, resolve_directory
+from .model.glm4v import Glm4vForConditionalGeneration
+from .processing.processor import Glm4vProcessor
+from .processing.tokenizer import Glm4vTokenizer
 
 
 class _Auto:

@@ -5,8 +5,8 @@
     info  DIR    config summary, parameters per component, dtype, bytes on disk
     check DIR    run minglm4v and transformers on the same checkpoint and input and print the
                  largest difference after every component (compare.py; the tool for real 9B weights)
-    train --model DIR --data FILE.jsonl --output-dir OUT   fine-tune (see minglm4v/train.py)
-    eval-shapes [DIR]   accuracy per question kind on fresh shapes-world pictures (minglm4v.shapes_eval)
+    train --model DIR --data FILE.jsonl --output-dir OUT   fine-tune (see minglm4v/training/train.py)
+    eval-shapes [DIR]   accuracy per question kind on fresh shapes-world pictures (minglm4v.study.shapes_eval)
 
 DIR is an HF-layout model directory: config.json, safetensors, tokenizer files and
 preprocessor_config.json (a GLM-4.1V-9B-Thinking download works unchanged). Without --model, chat
@@ -21,17 +21,18 @@ from pathlib import Path
 
 import torch
 
-from . import special_tokens as st
-from . import train
-from .chat_template import parse_thinking
-from .compare import compare_checkpoint, table
-from .config import Glm4vConfig
-from .model import COMPONENTS, Glm4vForConditionalGeneration, component
-from .processor import Glm4vProcessor
-from .shapes_eval import EVAL_SEED, main as eval_shapes
-from .streaming import TextStreamer
-from .video_processing import load_video
-from .weights import checkpoint_files, checkpoint_tensors
+from .generation.streaming import TextStreamer
+from .model.config import Glm4vConfig
+from .model.glm4v import COMPONENTS, Glm4vForConditionalGeneration, component
+from .model.weights import checkpoint_files, checkpoint_tensors
+from .processing import special_tokens as st
+from .processing.chat_template import parse_thinking
+from .processing.processor import Glm4vProcessor
+from .processing.video import load_video
+from .study.compare import compare_checkpoint, table
+from .study.shapes_eval import EVAL_SEED
+from .study.shapes_eval import main as eval_shapes
+from .training import train
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "micro-model"
 
@@ -104,8 +105,8 @@ def _model_dir(path) -> Path:
     if not (directory / "config.json").is_file():
         hint = ("the bundled micro model is made by `python scripts/train_micro_model.py`; "
                 if directory == DEFAULT_MODEL else "")
-        raise CliError(f"no model in {directory} (no config.json): {hint}give the directory of a "
-                       f"downloaded checkpoint, e.g. `huggingface-cli download zai-org/GLM-4.1V-9B-Thinking --local-dir DIR`")
+        raise CliError(f"no model in {directory} (no config.json): {hint}give the directory of a downloaded "
+                       "checkpoint, e.g. `huggingface-cli download zai-org/GLM-4.1V-9B-Thinking --local-dir DIR`")
     return directory
 
 

@@ -27,10 +27,10 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from minglm4v import Glm4vConfig  # noqa: E402
-from minglm4v.image_processing import CLIP_MEAN, CLIP_STD  # noqa: E402
-from minglm4v.rope import token_types  # noqa: E402
-from minglm4v.special_tokens import image_block_ids  # noqa: E402
-from minglm4v.tokenizer import left_pad  # noqa: E402
+from minglm4v.model.rope import token_types  # noqa: E402
+from minglm4v.processing.image import CLIP_MEAN, CLIP_STD  # noqa: E402
+from minglm4v.processing.special_tokens import image_block_ids  # noqa: E402
+from minglm4v.processing.tokenizer import left_pad  # noqa: E402
 
 FIXTURES = ROOT / "data" / "fixtures"
 TINY = FIXTURES / "tiny"  # fp32, single model.safetensors, written by transformers' save_pretrained

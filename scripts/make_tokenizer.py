@@ -29,8 +29,8 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 # The token list, the tokenizer_config.json layout and the chat template come from the package, so the
 # files and the code that reads them can never drift apart.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minglm4v.special_tokens import NOT_SPECIAL, SPECIAL  # noqa: E402
-from minglm4v.tokenizer import Glm4vTokenizer  # noqa: E402
+from minglm4v.processing.special_tokens import NOT_SPECIAL, SPECIAL  # noqa: E402
+from minglm4v.processing.tokenizer import Glm4vTokenizer  # noqa: E402
 
 REGULAR_VOCAB_SIZE = 1000
 GLM4_SPLIT_REGEX = (

@@ -1,5 +1,5 @@
 """Train the bundled micro model (data/micro-model): a small GLM-4.1V that answers the five questions
-of the shapes world (minglm4v.shapes) in the Thinking format, trained exactly the way a user fine-tunes:
+of the shapes world (minglm4v.study.shapes) in the Thinking format, trained exactly the way a user fine-tunes:
 
     .venv/bin/python scripts/train_micro_model.py [WORK_DIR]      # default WORK_DIR: build/micro-model
 
@@ -7,7 +7,7 @@ of the shapes world (minglm4v.shapes) in the Thinking format, trained exactly th
    tokenizer from the fixture recipe with shapes-world text in its corpus (`save_tokenizer`), and a
    processor that resizes every picture to 224x224 (16x16 patches, 64 image tokens: enough for the
    position and box answers) is saved to WORK_DIR/base;
-2. for each of STAGES, `minglm4v.shapes.write_dataset` writes WORK_DIR/dataN/train.jsonl (+ PNGs) from
+2. for each of STAGES, `minglm4v.study.shapes.write_dataset` writes WORK_DIR/dataN/train.jsonl (+ PNGs) from
    its seed, and `python -m minglm4v train --model <previous> --data ... --freeze none ...` trains on it,
    into WORK_DIR/stageN; stage 3 starts from stage 2 with a token for each colour-shape pair added
    (`add_pair_tokens`, WORK_DIR/stage3-start);
@@ -29,10 +29,10 @@ from make_tokenizer import write as write_tokenizer  # scripts/ is on sys.path w
 from tokenizers import AddedToken, Tokenizer
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
-from minglm4v.image_processing import Glm4vImageProcessor
-from minglm4v.shapes import COLORS, SHAPES, Scene, Shape, describe, questions, random_scene, write_dataset
-from minglm4v.tokenizer import Glm4vTokenizer
-from minglm4v.video_processing import Glm4vVideoProcessor
+from minglm4v.processing.image import Glm4vImageProcessor
+from minglm4v.processing.tokenizer import Glm4vTokenizer
+from minglm4v.processing.video import Glm4vVideoProcessor
+from minglm4v.study.shapes import COLORS, SHAPES, Scene, Shape, describe, questions, random_scene, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "micro-model"

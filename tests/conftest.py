@@ -3,9 +3,8 @@ loaded by minglm4v and by transformers (each loaded once per test session)."""
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
-
 from helpers import TINY, load_cases, load_hf, load_ours
+from hypothesis import HealthCheck, settings
 
 
 @pytest.fixture(scope="session")

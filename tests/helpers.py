@@ -13,8 +13,7 @@ from safetensors import safe_open
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from make_fixtures import (CASES, FIXTURES, TINY, TINY_BF16, hf_config, hf_vision_features,  # noqa: E402,F401
-                           model_inputs)
+from make_fixtures import CASES, FIXTURES, TINY, TINY_BF16, hf_config, hf_vision_features, model_inputs  # noqa: E402,F401
 
 CASE_NAMES = ("text", "image", "two_images", "image_between_text", "video", "batch")
 VISION_CASES = CASE_NAMES[1:]
@@ -64,7 +63,7 @@ def chat_model_dir(directory: Path) -> Path:
     config, the fixture tokenizer files and a default preprocessor_config.json."""
     import shutil
 
-    from minglm4v.image_processing import Glm4vImageProcessor
+    from minglm4v.processing.image import Glm4vImageProcessor
     for path in [*TINY.iterdir(), *(REPO / "data" / "tokenizer").iterdir()]:
         shutil.copy(path, directory / path.name)
     Glm4vImageProcessor().save_pretrained(directory)

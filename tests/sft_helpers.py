@@ -8,9 +8,10 @@ from pathlib import Path
 from helpers import REPO, TINY
 from PIL import Image, ImageDraw
 
-from minglm4v import cli, train
-from minglm4v.image_processing import Glm4vImageProcessor
-from minglm4v.video_processing import Glm4vVideoProcessor
+from minglm4v import cli
+from minglm4v.processing.image import Glm4vImageProcessor
+from minglm4v.processing.video import Glm4vVideoProcessor
+from minglm4v.training import train
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220)}
 

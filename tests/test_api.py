@@ -6,14 +6,26 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from PIL import Image
 
 import minglm4v
-from helpers import REPO
-from minglm4v import (AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, BatchFeature, Glm4vConfig,
-                      Glm4vForConditionalGeneration, Glm4vImageProcessor, Glm4vProcessor, Glm4vTokenizer,
-                      Glm4vVideoProcessor, TextIteratorStreamer, TextStreamer, create_fake_text_inputs,
-                      create_multimodal_inputs)
+from minglm4v import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+    BatchFeature,
+    Glm4vConfig,
+    Glm4vForConditionalGeneration,
+    Glm4vImageProcessor,
+    Glm4vProcessor,
+    Glm4vTokenizer,
+    Glm4vVideoProcessor,
+    TextIteratorStreamer,
+    TextStreamer,
+    create_fake_text_inputs,
+    create_multimodal_inputs,
+)
 
 MICRO = REPO / "data" / "micro-model"
 PHOTO = REPO / "data" / "images" / "shapes.png"  # a blue triangle, a red circle, a yellow square
@@ -159,7 +171,7 @@ def test_video_item_from_a_file(processor, tmp_path):
     messages = [{"role": "user", "content": [{"type": "video", "path": str(tmp_path / "clip.mov")},
                                              {"type": "text", "text": "What happens?"}]}]
     got = with_video.apply_chat_template(messages, tokenize=True, return_dict=True)
-    frames, metadata = minglm4v.video_processing.load_video(tmp_path / "clip.mov")
+    frames, metadata = minglm4v.processing.video.load_video(tmp_path / "clip.mov")
     want = with_video(messages=[{"role": "user", "content": [{"type": "video", "video": frames},
                                                              {"type": "text", "text": "What happens?"}]}],
                       **metadata)
@@ -261,7 +273,7 @@ def test_saved_directory_loads_in_transformers(micro, processor, tmp_path):
 
 
 def test_model_methods_and_config_checks(micro):
-    assert Glm4vForConditionalGeneration.generate is minglm4v.generation.generate  # one signature, bound
+    assert Glm4vForConditionalGeneration.generate is minglm4v.generation.decoding.generate  # one signature, bound
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with pytest.raises(ValueError, match="mm_token_type_ids must have the shape of input_ids .* transformers' "
                                          "argument order"):

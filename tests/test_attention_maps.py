@@ -11,13 +11,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from einops import rearrange  # noqa: E402
-
 from helpers import REPO  # noqa: E402
+
 from minglm4v import Glm4vForConditionalGeneration  # noqa: E402
-from minglm4v.attention_maps import attention_probs, image_token_map, patch_map, record_attention  # noqa: E402
-from minglm4v.processor import Glm4vProcessor  # noqa: E402
-from minglm4v.shapes import random_scene  # noqa: E402
-from minglm4v.visualize import show_attention_overlays, show_image_share  # noqa: E402
+from minglm4v.processing.processor import Glm4vProcessor  # noqa: E402
+from minglm4v.study.attention_maps import attention_probs, image_token_map, patch_map, record_attention  # noqa: E402
+from minglm4v.study.shapes import random_scene  # noqa: E402
+from minglm4v.study.visualize import show_attention_overlays, show_image_share  # noqa: E402
 
 MICRO = REPO / "data" / "micro-model"
 

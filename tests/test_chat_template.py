@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from minglm4v.chat_template import CHAT_TEMPLATE_JINJA, apply_chat_template, parse_boxes, parse_thinking
+from minglm4v.processing.chat_template import CHAT_TEMPLATE_JINJA, apply_chat_template, parse_boxes, parse_thinking
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "data" / "tokenizer"
 

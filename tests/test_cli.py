@@ -15,11 +15,11 @@ from PIL import Image
 from train_micro_model import demo_scene  # scripts/, on sys.path through helpers
 
 from minglm4v import Glm4vForConditionalGeneration, cli
-from minglm4v.chat_template import parse_boxes, parse_thinking
-from minglm4v.image_processing import Glm4vImageProcessor
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.shapes_eval import box_iou
-from minglm4v.video_processing import Glm4vVideoProcessor
+from minglm4v.processing.chat_template import parse_boxes, parse_thinking
+from minglm4v.processing.image import Glm4vImageProcessor
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.processing.video import Glm4vVideoProcessor
+from minglm4v.study.shapes_eval import box_iou
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""minglm4v.compare beyond what the CLI tests cover: the hooks' bookkeeping and its errors."""
+"""minglm4v.study.compare beyond what the CLI tests cover: the hooks' bookkeeping and its errors."""
 
 import pytest
 import torch
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration, create_fake_text_inputs
-from minglm4v.compare import Difference, component_names, component_outputs, differences
+from minglm4v.study.compare import Difference, component_names, component_outputs, differences
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ import matplotlib.cbook
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, TINY, load_hf, load_ours
 from PIL import Image
 
-from helpers import REPO, TINY, load_hf, load_ours
-from minglm4v.image_processing import Glm4vImageProcessor
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.tokenizer import Glm4vTokenizer
-from minglm4v.video_processing import Glm4vVideoProcessor
+from minglm4v.processing.image import Glm4vImageProcessor
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.processing.tokenizer import Glm4vTokenizer
+from minglm4v.processing.video import Glm4vVideoProcessor
 
 # a small pixel budget keeps the prompt short; the path is the same as with the real budget
 BUDGET = dict(min_pixels=56 * 56, max_pixels=4 * 112 * 112)

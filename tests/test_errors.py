@@ -169,7 +169,7 @@ def test_config_missing_required_fields(tmp_path):
 
 
 # ---- checks minglm4v does not make yet (reported to the model owner; each fix is a line or two in
-# minglm4v/model.py). strict=True: once fixed, these report XPASS as a failure - then drop the marker.
+# minglm4v/model/glm4v.py). strict=True: once fixed, these report XPASS as a failure - then drop the marker.
 def test_token_types_that_disagree_with_the_ids(ours_tiny, image_inputs):
     ids = drop_first_slot(image_inputs["input_ids"], ours_tiny.config.image_token_id)
     with pytest.raises(ValueError, match="image tokens"):  # stale types still mark 6 slots, the ids hold 5
@@ -193,6 +193,7 @@ def test_input_ids_must_be_integers(ours_tiny):
 
 
 def test_token_types_must_match_the_ids(ours_tiny, image_inputs):
-    with pytest.raises(ValueError, match=r"mm_token_type_ids must have the shape of input_ids \(1, \d+\), got \(1, 3\)"):
+    shape = r"mm_token_type_ids must have the shape of input_ids \(1, \d+\), got \(1, 3\)"
+    with pytest.raises(ValueError, match=shape):
         ours_tiny(image_inputs["input_ids"], pixel_values=image_inputs["pixel_values"],
                   image_grid_thw=image_inputs["image_grid_thw"], mm_token_type_ids=torch.zeros(1, 3, dtype=torch.long))

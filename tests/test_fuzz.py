@@ -30,10 +30,10 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration, cli
-from minglm4v.image_processing import Glm4vImageProcessor
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.tokenizer import Glm4vTokenizer
-from minglm4v.video_processing import Glm4vVideoProcessor
+from minglm4v.processing.image import Glm4vImageProcessor
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.processing.tokenizer import Glm4vTokenizer
+from minglm4v.processing.video import Glm4vVideoProcessor
 
 DOCUMENTED = (TypeError, ValueError, FileNotFoundError, OSError)
 TALLY = os.environ.get("MINGLM4V_FUZZ_TALLY")

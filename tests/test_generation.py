@@ -9,9 +9,9 @@ import torch
 from helpers import REPO, model_inputs
 from torch.testing import assert_close
 
-from minglm4v import generation
-from minglm4v.streaming import TextIteratorStreamer, TextStreamer, stream_generate
-from minglm4v.tokenizer import Glm4vTokenizer
+from minglm4v.generation import decoding
+from minglm4v.generation.streaming import TextIteratorStreamer, TextStreamer, stream_generate
+from minglm4v.processing.tokenizer import Glm4vTokenizer
 
 NEW = 20  # new tokens per oracle comparison (>= 16 asked for)
 THINK_END, ANSWER = 1017, 1018  # '</think>', '<answer>' in the fixture tokenizer (data/tokenizer)
@@ -30,7 +30,7 @@ def greedy_pair(ours, hf, case, **kwargs):
 def test_one_bf16_row_is_nn_linear_bit_for_bit(out_features, in_features, bias):
     """layers.Linear computes one bf16 row (a batch-1 decode step) with addmv / mv instead of nn.Linear's
     matrix path: the same values, bit for bit, in every shape a row can come in."""
-    from minglm4v.layers import Linear
+    from minglm4v.model.layers import Linear
     torch.manual_seed(0)
     layer = Linear(in_features, out_features, bias=bias).to(torch.bfloat16)
     for shape in [(1, 1, in_features), (1, in_features), (in_features,)]:
@@ -94,14 +94,14 @@ def test_the_cache_is_written_in_place_and_can_be_passed_in(ours_tiny, oracle_ca
     as `cache=` is the one filled, with the same tokens as a fresh one."""
     inputs = model_inputs(oracle_cases["batch"])
     B, L = inputs["input_ids"].shape
-    cache = generation.KVCache(ours_tiny.config.text_config.num_hidden_layers, L + 6)
+    cache = decoding.KVCache(ours_tiny.config.text_config.num_hidden_layers, L + 6)
     tokens = ours_tiny.generate(**inputs, max_new_tokens=6, eos_token_id=[], cache=cache)
     assert torch.equal(tokens, ours_tiny.generate(**inputs, max_new_tokens=6, eos_token_id=[]))
     assert cache.length == L + 5 and cache.keys[0].shape[2] == L + 6  # the last token is never fed back
     with pytest.raises(ValueError, match="cache already holds"):
         ours_tiny.generate(**inputs, max_new_tokens=2, cache=cache)
     with pytest.raises(ValueError, match="KVCache holds 3 tokens"):
-        ours_tiny.generate(**inputs, max_new_tokens=2, cache=generation.KVCache(2, 3))
+        ours_tiny.generate(**inputs, max_new_tokens=2, cache=decoding.KVCache(2, 3))
     with pytest.raises(TypeError, match="cache must have update"):
         ours_tiny.generate(**inputs, max_new_tokens=2, cache=[])
 
@@ -202,7 +202,7 @@ def test_streamer_refuses_a_batch(ours_tiny, oracle_cases, tokenizer):
 # ----------------------------------------------------------------------------- the API and its errors
 def test_model_generate_spells_out_the_same_signature():
     from minglm4v import Glm4vForConditionalGeneration
-    ours = list(inspect.signature(generation.generate).parameters.values())[1:]  # minus `model`
+    ours = list(inspect.signature(decoding.generate).parameters.values())[1:]  # minus `model`
     method = list(inspect.signature(Glm4vForConditionalGeneration.generate).parameters.values())[1:]  # minus self
     assert ours == method
 

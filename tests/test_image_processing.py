@@ -1,4 +1,4 @@
-"""minglm4v.image_processing against transformers' Glm4vImageProcessorPil and hand-computed layouts."""
+"""minglm4v.processing.image against transformers' Glm4vImageProcessorPil and hand-computed layouts."""
 
 import json
 import warnings
@@ -11,7 +11,7 @@ from PIL import Image
 from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
 from transformers.models.glm4v.image_processing_pil_glm4v import smart_resize as oracle_smart_resize
 
-from minglm4v.image_processing import (
+from minglm4v.processing.image import (
     CLIP_MEAN,
     CLIP_STD,
     Glm4vImageProcessor,
@@ -292,7 +292,8 @@ def test_decompression_bomb_limit_gives_a_clear_error(ours, tmp_path, monkeypatc
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the warning level must not leak out as a warning either
-        with pytest.raises(ValueError, match=r"big.png is over PIL's decompression-bomb limit.*MAX_IMAGE_PIXELS = None"):
+        bomb = r"big.png is over PIL's decompression-bomb limit.*MAX_IMAGE_PIXELS = None"
+        with pytest.raises(ValueError, match=bomb):
             ours(path)
 
 

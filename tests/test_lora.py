@@ -1,4 +1,4 @@
-"""LoRA (minglm4v/lora.py): identity at initialisation, merge/unmerge, and PEFT as the oracle for the
+"""LoRA (minglm4v/training/lora.py): identity at initialisation, merge/unmerge, and PEFT as the oracle for the
 forward pass and for the saved adapter."""
 
 import copy
@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import TINY, load_hf, model_inputs
 
-from minglm4v import lora
+from minglm4v.training import lora
 
 R, ALPHA = 4, 8.0
 

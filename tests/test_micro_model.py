@@ -4,16 +4,16 @@ measured accuracy."""
 
 import numpy as np
 import pytest
+import torch
 from helpers import REPO
 from PIL import Image
-import torch
 from train_micro_model import PAIRS, add_pair_tokens, demo_scene, save_base  # scripts/, on sys.path through helpers
 
 from minglm4v import Glm4vForConditionalGeneration
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.shapes import questions
-from minglm4v.shapes_eval import EVAL_SEED, answer, evaluate, grade, summarize
-from minglm4v.tokenizer import Glm4vTokenizer
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.processing.tokenizer import Glm4vTokenizer
+from minglm4v.study.shapes import questions
+from minglm4v.study.shapes_eval import EVAL_SEED, answer, evaluate, grade, summarize
 
 MICRO = REPO / "data" / "micro-model"
 

@@ -6,12 +6,11 @@ import ast
 import functools
 import re
 import sys
-import tomllib
 from importlib.metadata import packages_distributions
 
 import nbformat
 import pytest
-
+import tomllib
 from helpers import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import nbformat
-
 from helpers import REPO
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))

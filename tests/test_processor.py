@@ -10,10 +10,10 @@ from transformers import AutoTokenizer
 from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
 from transformers.models.glm4v.processing_glm4v import Glm4vProcessor as HFProcessor
 
-from minglm4v.image_processing import CLIP_MEAN, CLIP_STD, Glm4vImageProcessor
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.tokenizer import Glm4vTokenizer
-from minglm4v.video_processing import Glm4vVideoProcessor
+from minglm4v.processing.image import CLIP_MEAN, CLIP_STD, Glm4vImageProcessor
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.processing.tokenizer import Glm4vTokenizer
+from minglm4v.processing.video import Glm4vVideoProcessor
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "data" / "tokenizer"
 IMG = "<|begin_of_image|><|image|><|end_of_image|>"

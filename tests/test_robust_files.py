@@ -13,8 +13,8 @@ from helpers import REPO, TINY, TINY_BF16, load_ours
 from safetensors.torch import load_file, save_file
 
 from minglm4v import Glm4vConfig
-from minglm4v.image_processing import Glm4vImageProcessor
-from minglm4v.tokenizer import Glm4vTokenizer
+from minglm4v.processing.image import Glm4vImageProcessor
+from minglm4v.processing.tokenizer import Glm4vTokenizer
 
 
 def header_length(raw: bytes) -> int:

@@ -10,12 +10,12 @@ import torch
 from helpers import REPO
 from PIL import Image
 
-from minglm4v.chat_template import apply_chat_template
-from minglm4v.special_tokens import SPECIAL
-from minglm4v.image_processing import Glm4vImageProcessor
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.tokenizer import Glm4vTokenizer
-from minglm4v.video_processing import Glm4vVideoProcessor
+from minglm4v.processing.chat_template import apply_chat_template
+from minglm4v.processing.image import Glm4vImageProcessor
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.processing.special_tokens import SPECIAL
+from minglm4v.processing.tokenizer import Glm4vTokenizer
+from minglm4v.processing.video import Glm4vVideoProcessor
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from torch.testing import assert_close
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
-from minglm4v.generation import next_tokens, penalize_repetition, top_k_filter, top_p_filter
+from minglm4v.generation.decoding import next_tokens, penalize_repetition, top_k_filter, top_p_filter
 
 INF = float("inf")
 

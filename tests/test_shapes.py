@@ -6,8 +6,20 @@ import random
 import numpy as np
 import pytest
 
-from minglm4v.shapes import (COLORS, KINDS, SHAPES, SIZES, Scene, Shape, describe, pick_question, questions,
-                             random_scene, target, write_dataset)
+from minglm4v.study.shapes import (
+    COLORS,
+    KINDS,
+    SHAPES,
+    SIZES,
+    Scene,
+    Shape,
+    describe,
+    pick_question,
+    questions,
+    random_scene,
+    target,
+    write_dataset,
+)
 
 SCENES = [random_scene(random.Random(seed)) for seed in range(200)]
 
@@ -141,7 +153,8 @@ def test_dataset_lines(tmp_path):
         (image,) = line["images"]
         assert (tmp_path / image).is_file()
         user, assistant = line["messages"]
-        assert user["role"] == "user" and user["content"].startswith("<image>") and user["content"].count("<image>") == 1
+        assert user["role"] == "user" and user["content"].startswith("<image>")
+        assert user["content"].count("<image>") == 1
         assert assistant["role"] == "assistant"
         assert assistant["content"].startswith("<think>") and assistant["content"].endswith("</answer>")
 

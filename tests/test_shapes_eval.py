@@ -3,8 +3,8 @@ well-formedness, each counted per question kind."""
 
 import pytest
 
-from minglm4v.shapes import Question
-from minglm4v.shapes_eval import box_iou, eval_questions, format_table, grade, summarize
+from minglm4v.study.shapes import Question
+from minglm4v.study.shapes_eval import box_iou, eval_questions, format_table, grade, summarize
 
 WHERE = Question("position", "Where is the red circle?", "top left <|begin_of_box|>[0,0,400,400]<|end_of_box|>")
 COUNT = Question("count", "How many shapes are there?", "2")

@@ -6,23 +6,35 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, TINY, TINY_BF16
 from PIL import Image
 
-from helpers import REPO, TINY, TINY_BF16
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
-from minglm4v.chat_template import parse_thinking
-from minglm4v.fake_inputs import create_fake_image_inputs, create_multimodal_inputs
-from minglm4v.image_processing import Glm4vImageProcessor, smart_resize, unpatchify
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.rope import get_rope_index, mrope_cos_sin, vision_cos_sin, vision_positions
-from minglm4v.tokenizer import Glm4vTokenizer
-from minglm4v.video_processing import Glm4vVideoProcessor, sample_frame_indices
+from minglm4v.model.rope import get_rope_index, mrope_cos_sin, vision_cos_sin, vision_positions
+from minglm4v.processing.chat_template import parse_thinking
+from minglm4v.processing.image import Glm4vImageProcessor, smart_resize, unpatchify
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.processing.tokenizer import Glm4vTokenizer
+from minglm4v.processing.video import Glm4vVideoProcessor, sample_frame_indices
+from minglm4v.study.fake_inputs import create_fake_image_inputs, create_multimodal_inputs
 
 sys.path.insert(0, str(REPO / "notebooks"))
-from solutions import (ex00_tour, ex01_patch_embedding, ex02_vision_rope, ex03_vision_tower,  # noqa: E402
-                       ex04_decoder, ex05_rope_index, ex06_checkpoints, ex07_image_processing,
-                       ex08_prompts, ex09_video, ex10_generation, ex11_sampling, ex12_micro_model,
-                       ex16_performance)
+from solutions import (  # noqa: E402
+    ex00_tour,
+    ex01_patch_embedding,
+    ex02_vision_rope,
+    ex03_vision_tower,
+    ex04_decoder,
+    ex05_rope_index,
+    ex06_checkpoints,
+    ex07_image_processing,
+    ex08_prompts,
+    ex09_video,
+    ex10_generation,
+    ex11_sampling,
+    ex12_micro_model,
+    ex16_performance,
+)
 
 TINY_CFG = Glm4vConfig.tiny()
 
@@ -69,7 +81,7 @@ def test_00_one_image_prompt_rope_delta(tiny):
 
 
 def test_01_conv_as_linear_and_identical_frames():
-    from minglm4v.patch_embed import PatchEmbed
+    from minglm4v.model.patch_embed import PatchEmbed
 
     torch.manual_seed(0)
     conv = PatchEmbed(TINY_CFG.vision_config).proj
@@ -113,7 +125,7 @@ def test_03_split_features_and_image_mask(fixture_model):
 
 @torch.no_grad()
 def test_04_kv_cache_size_and_rotated_dims(tiny):
-    from minglm4v.generation import KVCache
+    from minglm4v.generation.decoding import KVCache
 
     real = Glm4vConfig.glm41v_9b().text_config
     assert ex04_decoder.kv_cache_bytes_per_token(real, 2) == 40_960  # 40 layers x 2 kv heads x 128 x 2

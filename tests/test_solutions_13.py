@@ -5,10 +5,10 @@ import sys
 
 import pytest
 import torch
-
 from helpers import REPO, TINY
+
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
-from minglm4v.compare import check_inputs, compare_checkpoint, component_names, component_outputs, differences
+from minglm4v.study.compare import check_inputs, compare_checkpoint, component_names, component_outputs, differences
 
 sys.path.insert(0, str(REPO / "notebooks"))
 from solutions import ex13_reference_check as ex13  # noqa: E402

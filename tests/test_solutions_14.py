@@ -3,11 +3,12 @@
 import sys
 
 import torch
+from helpers import REPO
 from torch import nn
 
-from helpers import REPO
-from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration, lora
-from minglm4v.fake_inputs import create_multimodal_inputs
+from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
+from minglm4v.study.fake_inputs import create_multimodal_inputs
+from minglm4v.training import lora
 
 sys.path.insert(0, str(REPO / "notebooks"))
 from solutions import ex14_training  # noqa: E402

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 import torch
-
 from helpers import REPO
+
 from minglm4v import Glm4vForConditionalGeneration
-from minglm4v.attention_maps import image_token_map, record_attention
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.shapes import Scene, Shape, random_scene
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.study.attention_maps import image_token_map, record_attention
+from minglm4v.study.shapes import Scene, Shape, random_scene
 
 sys.path.insert(0, str(REPO / "notebooks"))
 from solutions import ex15_what_the_model_looks_at as ex15  # noqa: E402

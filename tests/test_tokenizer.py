@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from minglm4v.tokenizer import Glm4vTokenizer
+from minglm4v.processing.tokenizer import Glm4vTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = ROOT / "data" / "tokenizer"

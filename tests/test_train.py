@@ -1,5 +1,5 @@
-"""Training (minglm4v/train.py): frozen parts stay fixed, checkpointing and compiling change nothing, the output
-directory is a model transformers loads, resuming equals an uninterrupted run, and two DDP processes
+"""Training (minglm4v/training/train.py): frozen parts stay fixed, checkpointing and compiling change nothing,
+the output directory is a model transformers loads, resuming equals an uninterrupted run, and two DDP processes
 equal one process with the same global batch."""
 
 import json
@@ -14,9 +14,10 @@ from helpers import REPO, load_hf, model_inputs
 from safetensors.torch import load_file
 from sft_helpers import make_model_dir, run_train, write_dataset
 
-from minglm4v import Glm4vForConditionalGeneration, cli, train
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.sft_data import SFTDataset, collate
+from minglm4v import Glm4vForConditionalGeneration, cli
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.training import train
+from minglm4v.training.data import SFTDataset, collate
 
 
 @pytest.fixture(scope="module")

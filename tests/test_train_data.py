@@ -1,4 +1,4 @@
-"""Training data (minglm4v/sft_data.py): the JSON Lines format, the labels and the batch layout."""
+"""Training data (minglm4v/training/data.py): the JSON Lines format, the labels and the batch layout."""
 
 import json
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from sft_helpers import make_model_dir, picture, write_dataset
 
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.special_tokens import image_block
-from minglm4v.sft_data import DataError, SFTDataset, collate, read_jsonl
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.processing.special_tokens import image_block
+from minglm4v.training.data import DataError, SFTDataset, collate, read_jsonl
 
 IMAGE = image_block(16)  # 112x112: 8x8 patches / 2x2 merge
 

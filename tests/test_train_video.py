@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 from sft_helpers import COLOURS, make_model_dir, run_train, write_dataset
 
 from minglm4v import Glm4vForConditionalGeneration, cli
-from minglm4v.processor import Glm4vProcessor
-from minglm4v.sft_data import DataError, SFTDataset, collate
-from minglm4v.special_tokens import image_block
-from minglm4v.train import step_indices
-from minglm4v.video_processing import load_video
+from minglm4v.processing.processor import Glm4vProcessor
+from minglm4v.processing.special_tokens import image_block
+from minglm4v.processing.video import load_video
+from minglm4v.training.data import DataError, SFTDataset, collate
+from minglm4v.training.train import step_indices
 
 ANSWER = "<think>A {} square slides to the right.</think><answer>the {} square</answer>"
 # 8 frames at 4 fps: 2 s -> 4 frames sampled at 2 fps (0, 2, 4, 6) -> 2 temporal groups starting at 0 s

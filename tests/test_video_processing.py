@@ -1,4 +1,4 @@
-"""minglm4v.video_processing against hand-computed expectations.
+"""minglm4v.processing.video against hand-computed expectations.
 
 transformers' Glm4vVideoProcessor needs torchvision, which does not load here; the image path it
 shares with the image processor is checked against transformers in test_image_processing.py.
@@ -14,8 +14,8 @@ import torch
 from helpers import write_video
 from PIL import Image
 
-from minglm4v.image_processing import Glm4vImageProcessor, smart_resize, unnormalize, unpatchify
-from minglm4v.video_processing import Glm4vVideoProcessor, load_video, sample_frame_indices
+from minglm4v.processing.image import Glm4vImageProcessor, smart_resize, unnormalize, unpatchify
+from minglm4v.processing.video import Glm4vVideoProcessor, load_video, sample_frame_indices
 
 
 @pytest.fixture(scope="module")

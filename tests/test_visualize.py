@@ -10,12 +10,25 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from minglm4v.image_processing import CLIP_MEAN, CLIP_STD, patchify, unpatchify  # noqa: E402
-from minglm4v.rope import get_rope_index, vision_positions  # noqa: E402
-from minglm4v.visualize import (boxes_to_pixels, draw_boxes, setup_notebook, show_attention,  # noqa: E402
-                                show_decode_positions, show_differences, show_distributions, show_maps,
-                                show_mrope_sections, show_patch_grid, show_patch_rows, show_position_streams,
-                                show_rope_angles, show_video_sampling, show_video_tokens)
+from minglm4v.model.rope import get_rope_index, vision_positions  # noqa: E402
+from minglm4v.processing.image import CLIP_MEAN, CLIP_STD, patchify, unpatchify  # noqa: E402
+from minglm4v.study.visualize import (  # noqa: E402
+    boxes_to_pixels,
+    draw_boxes,
+    setup_notebook,
+    show_attention,
+    show_decode_positions,
+    show_differences,
+    show_distributions,
+    show_maps,
+    show_mrope_sections,
+    show_patch_grid,
+    show_patch_rows,
+    show_position_streams,
+    show_rope_angles,
+    show_video_sampling,
+    show_video_tokens,
+)
 
 
 @pytest.fixture(autouse=True)

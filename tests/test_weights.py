@@ -107,7 +107,7 @@ def test_conversion_chunk_by_chunk_is_exact(monkeypatch):
     """Converting copies each tensor from the memory map in chunks, each into storage asking for huge
     pages: with chunks far smaller than the tensors (and not dividing them) and every tensor in such
     storage, the fp32 weights are still exactly the stored bf16 ones."""
-    from minglm4v import weights
+    from minglm4v.model import weights
     monkeypatch.setattr(weights, "CHUNK", 1000)
     monkeypatch.setattr(weights, "HUGE_PAGE", 1)
     ours = load_ours(TINY_BF16, dtype=torch.float32)

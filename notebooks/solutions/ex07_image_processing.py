@@ -2,7 +2,7 @@
 
 from einops import rearrange
 
-from minglm4v.image_processing import smart_resize
+from minglm4v.processing.image import smart_resize
 
 
 def tokens_for(height, width):

@@ -1,7 +1,7 @@
 """08 · prompts: image tokens without the processor; the chat template by hand; boxes in pixels."""
 
-from minglm4v.chat_template import parse_boxes
-from minglm4v.image_processing import smart_resize
+from minglm4v.processing.chat_template import parse_boxes
+from minglm4v.processing.image import smart_resize
 
 IMAGE = "<|begin_of_image|><|image|><|end_of_image|>"
 

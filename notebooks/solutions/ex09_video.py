@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from minglm4v.image_processing import smart_resize
-from minglm4v.video_processing import sample_frame_indices
+from minglm4v.processing.image import smart_resize
+from minglm4v.processing.video import sample_frame_indices
 
 
 def sample_by_hand(n_frames, fps, duration):

@@ -2,7 +2,7 @@
 
 import torch
 
-from minglm4v.generation import KVCache
+from minglm4v.generation.decoding import KVCache
 
 
 @torch.no_grad()

@@ -1,6 +1,5 @@
 """11 · sampling: a min-p filter; the entropy of a distribution against temperature."""
 
-import torch
 
 
 def min_p_filter(logits, min_p):

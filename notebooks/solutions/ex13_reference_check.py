@@ -2,7 +2,7 @@
 
 import torch
 
-from minglm4v.compare import compare_checkpoint, component_names
+from minglm4v.study.compare import compare_checkpoint, component_names
 
 INSIDE = {"visual.blocks": ("attn", "mlp"), "language_model.layers": ("self_attn", "mlp")}
 

@@ -5,8 +5,8 @@ import random
 
 import torch
 
-from minglm4v.attention_maps import image_token_map, record_attention
-from minglm4v.shapes import questions, random_scene
+from minglm4v.study.attention_maps import image_token_map, record_attention
+from minglm4v.study.shapes import questions, random_scene
 
 
 def attention_entropy(probs):

@@ -25,9 +25,9 @@ import warnings
 import numpy as np
 import torch
 
-from .checks import is_number
+from ..base.checks import is_number
 from .feature import BatchFeature
-from .image_processing import CLIP_MEAN, CLIP_STD, Glm4vImageProcessor, to_rgb
+from .image import CLIP_MEAN, CLIP_STD, Glm4vImageProcessor, to_rgb
 
 
 def sample_frame_indices(total_frames, video_fps, fps=2, max_duration=300, duration=None):

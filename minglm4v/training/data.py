@@ -41,10 +41,10 @@ from pathlib import Path
 
 import torch
 
-from . import special_tokens as st
-from .chat_template import parse_thinking
-from .processor import Glm4vProcessor
-from .tokenizer import left_pad
+from ..processing import special_tokens as st
+from ..processing.chat_template import parse_thinking
+from ..processing.processor import Glm4vProcessor
+from ..processing.tokenizer import left_pad
 
 END_OF_TURN = st.USER
 KEYS = ("messages", "images", "videos")

@@ -28,7 +28,7 @@ Grounding answers return a PIL image instead (to save or show anywhere):
   height, to pixel coordinates of *that* picture (the original, not the processor's resized copy).
 * `draw_boxes(image, answer)` — a copy of the picture with every box of a model answer drawn on it.
 
-What a trained model attends to (probabilities from `minglm4v.attention_maps`):
+What a trained model attends to (probabilities from `minglm4v.study.attention_maps`):
 
 * `show_attention_overlays(image, maps)` — attention maps (patches or merged tokens) over a picture.
 * `show_image_share(shares, tokens)` — the share of each query's attention on image tokens.
@@ -42,8 +42,14 @@ import torch
 
 from .attention import show_attention, show_attention_overlays, show_image_share, show_maps
 from .outputs import show_differences, show_distributions
-from .pictures import (boxes_to_pixels, draw_boxes, show_patch_grid, show_patch_rows, show_video_sampling,
-                       show_video_tokens)
+from .pictures import (
+    boxes_to_pixels,
+    draw_boxes,
+    show_patch_grid,
+    show_patch_rows,
+    show_video_sampling,
+    show_video_tokens,
+)
 from .positions import show_decode_positions, show_mrope_sections, show_position_streams, show_rope_angles
 
 __all__ = ["setup_notebook", "show_patch_grid", "show_patch_rows", "show_video_sampling", "show_video_tokens",

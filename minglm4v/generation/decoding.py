@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from .checks import is_int, is_number
+from ..base.checks import is_int, is_number
 
 
 class KVCache:
@@ -140,7 +140,7 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     attention_mask = _check_inputs(input_ids, attention_mask, max_new_tokens, text.max_position_embeddings)
     _check_sampling(do_sample, temperature, top_k, top_p, repetition_penalty, eos, text.pad_token_id, text.vocab_size)
     if streamer is not None and not all(callable(getattr(streamer, name, None)) for name in ("put", "end")):
-        raise TypeError(f"streamer must have put(token_ids) and end() methods (e.g. minglm4v.streaming."
+        raise TypeError(f"streamer must have put(token_ids) and end() methods (e.g. minglm4v.generation.streaming."
                         f"TextStreamer), got {type(streamer).__name__}")
     _check_cache(cache)
     device, (B, L), V = input_ids.device, input_ids.shape, text.vocab_size
@@ -275,8 +275,8 @@ def _check_cache(cache):
     if cache is None:
         return
     if not callable(getattr(cache, "update", None)) or not hasattr(cache, "length"):
-        raise TypeError(f"cache must have update(layer_idx, k, v) and length (e.g. minglm4v.generation.KVCache), "
-                        f"got {type(cache).__name__}")
+        raise TypeError("cache must have update(layer_idx, k, v) and length (e.g. "
+                        f"minglm4v.generation.decoding.KVCache), got {type(cache).__name__}")
     if cache.length != 0:
         raise ValueError(f"cache already holds {cache.length} tokens; generate fills an empty cache "
                          f"(make a new one for each call)")

@@ -1,7 +1,7 @@
 """Streaming decoded text while `generate` runs: a callback streamer and an iterator variant.
 
 Corresponds to transformers' `TextStreamer` / `TextIteratorStreamer`, and works with either
-`minglm4v.generation.generate` or transformers' `generate`: both call `put(ids)` with the prompt
+`minglm4v.generation.decoding.generate` or transformers' `generate`: both call `put(ids)` with the prompt
 (1, L) first, then with each new token (1,), and `end()` when done. Batch size 1 only.
 
 Byte-level BPE splits a multi-byte character (an emoji, most CJK) over several tokens, and decoding

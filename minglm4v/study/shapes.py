@@ -37,7 +37,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .checks import is_number, positive_int
+from ..base.checks import is_number, positive_int
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
 SHAPES = ("circle", "square", "triangle")

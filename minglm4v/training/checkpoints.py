@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ..model.config import Glm4vConfig
 from . import lora
-from .config import Glm4vConfig
 
 STATE = "training_state.pt"
 LOG = "train_log.jsonl"

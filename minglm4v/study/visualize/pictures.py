@@ -6,8 +6,8 @@ import numpy as np
 from einops import rearrange
 from PIL import Image, ImageDraw
 
-from ..chat_template import parse_boxes
-from ..image_processing import unnormalize
+from ...processing.chat_template import parse_boxes
+from ...processing.image import unnormalize
 from .common import OUTLINE, _as_numpy, _grid, _outlined
 
 

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import generation, rope
-from .checks import is_int
+from ..base.checks import is_int
+from ..generation import decoding
+from . import rope
 from .config import Glm4vConfig
 from .decoder import Glm4vTextModel
 from .layers import Linear
@@ -48,9 +49,9 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
         self.model = Glm4vModel(config)
         self.lm_head = Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
 
-    # the decoding loop lives in generation.py (the model only maps inputs to logits); bound here so that
+    # the decoding loop lives in generation/decoding.py (the model only maps inputs to logits); bound here so that
     # model.generate(**inputs, max_new_tokens=...) works as in transformers, with one signature to read
-    generate = generation.generate
+    generate = decoding.generate
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute each ViT block's and decoder layer's activations in the backward pass instead of
@@ -122,7 +123,7 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
         if position_ids is None:
             if past > 0:
                 raise ValueError("position_ids are required after the first step of a cached forward; "
-                                 "compute them from rope_deltas (see minglm4v.generation)")
+                                 "compute them from rope_deltas (see minglm4v.generation.decoding.decoding)")
             position_ids, rope_deltas = self.get_rope_index(input_ids, types, image_grid_thw, video_grid_thw,
                                                             attention_mask)
         elif position_ids.ndim == 2:  # (B, L) text positions: the same for all three streams

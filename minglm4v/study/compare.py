@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 import torch
 
-from . import special_tokens as st
-from .config import Glm4vConfig
-from .model import Glm4vForConditionalGeneration
+from ..model.config import Glm4vConfig
+from ..model.glm4v import Glm4vForConditionalGeneration
+from ..processing import special_tokens as st
 
 
 def component_names(config: Glm4vConfig) -> list[str]:
@@ -40,7 +40,7 @@ def check_inputs(config: Glm4vConfig) -> dict:
     """A 112x112 colour ramp (8x8 patches -> 16 image tokens) between a few text tokens."""
     from PIL import Image
 
-    from .image_processing import Glm4vImageProcessor
+    from ..processing.image import Glm4vImageProcessor
     ramp = torch.linspace(0, 255, 112).to(torch.uint8)
     pixels = torch.stack([ramp[:, None].expand(112, 112), ramp[None, :].expand(112, 112),
                           ramp.flip(0)[:, None].expand(112, 112)], dim=-1)

@@ -27,14 +27,14 @@ from pathlib import Path
 
 import torch
 
+from ..base.hub import check_kwargs, check_model_type, resolve_directory
+from ..model.rope import token_types
 from . import special_tokens as st
 from .chat_template import apply_chat_template, content_item_type
 from .feature import BatchFeature
-from .hub import check_kwargs, check_model_type, resolve_directory
-from .image_processing import Glm4vImageProcessor
-from .rope import token_types
+from .image import Glm4vImageProcessor
 from .tokenizer import Glm4vTokenizer
-from .video_processing import Glm4vVideoProcessor, load_video
+from .video import Glm4vVideoProcessor, load_video
 
 _PLACEHOLDER = re.compile(re.escape(st.IMAGE) + "|" + re.escape(st.VIDEO))
 

@@ -35,9 +35,9 @@ import torch
 from einops import rearrange
 from PIL import Image, ImageOps
 
+from ..base.checks import is_number, positive_int, read_json
+from ..base.hub import check_kwargs, resolve_directory
 from .feature import BatchFeature
-from .hub import check_kwargs, resolve_directory
-from .checks import is_number, positive_int, read_json
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

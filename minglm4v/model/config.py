@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checks import field_type_problems, read_json
+from ..base.checks import field_type_problems, read_json
 
 
 @dataclass

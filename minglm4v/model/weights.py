@@ -22,9 +22,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch.overrides import TorchFunctionMode
 
-from .checks import read_json
+from ..base.checks import read_json
+from ..base.hub import check_kwargs, check_model_type, resolve_directory
 from .config import Glm4vConfig
-from .hub import check_kwargs, check_model_type, resolve_directory
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"

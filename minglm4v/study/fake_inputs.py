@@ -10,8 +10,8 @@ Useful to see what the model consumes before any image or tokenizer is involved:
 
 import torch
 
-from .config import Glm4vConfig
-from .special_tokens import image_block_ids
+from ..model.config import Glm4vConfig
+from ..processing.special_tokens import image_block_ids
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -4,7 +4,6 @@ import numpy as np
 import torch
 from matplotlib import patheffects
 
-
 STREAM_NAMES = ("t", "h", "w")
 
 

@@ -9,7 +9,7 @@ Each layer wraps both sublayers in a "sandwich" of RMSNorms (GLM-4):
 
 Caching is not this module's business: attention takes an optional `cache` object with
 `cache.update(layer_idx, k, v) -> (all_k, all_v)` (post-RoPE keys), and `cache.length` (tokens
-already stored); `minglm4v.generation` owns the cache and the decoding loop.
+already stored); `minglm4v.generation.decoding` owns the cache and the decoding loop.
 """
 
 import torch
@@ -35,7 +35,7 @@ class Attention(nn.Module):
 
     def project(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (B, heads, L, d), k and v (B, kv_heads, L, d), q and k rotated; also what
-        minglm4v.attention_maps reads."""
+        minglm4v.study.attention_maps reads."""
         # b l (h d) -> b h l d with a plain view and transpose: einops' ~4 us per call is material when a
         # small model's decode step takes a few ms (4 layout changes per layer per token)
         B, L, _ = x.shape

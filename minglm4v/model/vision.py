@@ -33,7 +33,7 @@ class VisionAttention(nn.Module):
         self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
 
     def project(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k (rotated) and v, each (N, heads, head_dim); also what minglm4v.attention_maps reads."""
+        """q, k (rotated) and v, each (N, heads, head_dim); also what minglm4v.study.attention_maps reads."""
         q, k, v = rearrange(self.qkv(x), "n (three h d) -> three n h d", three=3, h=self.heads)
         return apply_vision_rope(q, cos, sin), apply_vision_rope(k, cos, sin), v
 

@@ -1,4 +1,4 @@
-"""How well a model answers in the shapes world (minglm4v.shapes): fresh pictures, every question
+"""How well a model answers in the shapes world (minglm4v.study.shapes): fresh pictures, every question
 kind, greedy answers, one table. Behind `python -m minglm4v eval-shapes [DIR]`. No transformers
 counterpart.
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .chat_template import parse_boxes, parse_thinking
-from .checks import positive_int
+from ..base.checks import positive_int
+from ..processing.chat_template import parse_boxes, parse_thinking
 from .shapes import COLORS, KINDS, SHAPES, Question, pick_question, random_scene
 
 EVAL_SEED = 1_000_003  # training data comes from small seeds (scripts/train_micro_model.py uses 0)
@@ -116,8 +116,8 @@ def main(directory, pictures: int, seed: int, batch_size: int = 64) -> int:
     """Load a model directory, evaluate it, print the table (progress goes to stderr)."""
     import sys
 
-    from .model import Glm4vForConditionalGeneration
-    from .processor import Glm4vProcessor
+    from ..model.glm4v import Glm4vForConditionalGeneration
+    from ..processing.processor import Glm4vProcessor
     model = Glm4vForConditionalGeneration.from_pretrained(directory)
     processor = Glm4vProcessor.from_pretrained(directory)
     graded = evaluate(model, processor, pictures, seed, batch_size,

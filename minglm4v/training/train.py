@@ -35,12 +35,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..model.config import Glm4vConfig
+from ..model.glm4v import Glm4vForConditionalGeneration, component
+from ..processing.processor import Glm4vProcessor
 from . import lora
-from .config import Glm4vConfig
-from .model import Glm4vForConditionalGeneration, component
-from .processor import Glm4vProcessor
-from .sft_data import SFTDataset, collate
-from .train_checkpoints import LOG, resume, save_checkpoint, save_model
+from .checkpoints import LOG, resume, save_checkpoint, save_model
+from .data import SFTDataset, collate
 
 # --freeze names. LLaMA-Factory's GLM-4.1V groups are visual.patch_embed + visual.blocks and visual.merger,
 # which leaves the position table, the norms and the 2x2 downsample training when both are "frozen";
@@ -49,8 +49,10 @@ PARTS = {"vision tower": "vision", "merger": "merger", "language model": "langua
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, metavar="DIR", help="base model: an HF-layout directory with tokenizer and processor")
-    p.add_argument("--data", required=True, metavar="FILE.jsonl", help="JSON Lines conversations (see minglm4v/sft_data.py)")
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="base model: an HF-layout directory with tokenizer and processor")
+    p.add_argument("--data", required=True, metavar="FILE.jsonl",
+                   help="JSON Lines conversations (see minglm4v/training/data.py)")
     p.add_argument("--output-dir", required=True, metavar="DIR")
     p.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=8, help="conversations per process per micro-step")
@@ -68,10 +70,10 @@ def add_arguments(p) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile each ViT block and decoder layer: "
                    "faster steps after a warm-up of about a minute")
     p.add_argument("--freeze", default="vision,merger", metavar="PARTS", help="parts to keep fixed: any of "
-                   "vision,merger,language or none (merger = 2x2 downsample + projector, language = decoder + "
-                   "lm_head; default: vision,merger)")
-    p.add_argument("--lora-rank", type=int, default=0, metavar="R", help="> 0: train LoRA adapters (on the linear layers of "
-                   "the parts not frozen) instead of the weights")
+                   "vision,merger,language or none (merger = 2x2 downsample + projector, "
+                   "language = decoder + lm_head; default: vision,merger)")
+    p.add_argument("--lora-rank", type=int, default=0, metavar="R",
+                   help="> 0: train LoRA adapters (on the linear layers of the unfrozen parts) instead of the weights")
     p.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default: 2 x rank)")
     p.add_argument("--lora-dropout", type=float, default=0.0)
     p.add_argument("--lora-targets", default="all-linear", help="all-linear or names, e.g. q_proj,v_proj")

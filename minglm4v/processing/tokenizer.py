@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from ..base.checks import is_int, read_json
+from ..base.hub import check_kwargs, resolve_directory
 from . import special_tokens as st
 from .chat_template import CHAT_TEMPLATE_JINJA, apply_chat_template
-from .checks import is_int, read_json
 from .feature import BatchFeature
-from .hub import check_kwargs, resolve_directory
 
 
 def _token_text(value) -> str:

@@ -1,0 +1,1 @@
+"""What every room stands on: argument checks and JSON reading (`checks`), finding a model directory (`hub`)."""
