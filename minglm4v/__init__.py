@@ -8,6 +8,7 @@ The public names mirror transformers', so code written for it runs with only the
 from .auto import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 from .generation.streaming import TextIteratorStreamer, TextStreamer
 from .model.config import Glm4vConfig, TextConfig, VisionConfig
+from .model.config_moe import Glm4vMoeConfig
 from .model.glm4v import Glm4vForConditionalGeneration, Glm4vOutput
 from .processing.feature import BatchFeature
 from .processing.image import Glm4vImageProcessor
@@ -17,6 +18,6 @@ from .processing.video import Glm4vVideoProcessor
 from .study.fake_inputs import create_fake_image_inputs, create_fake_text_inputs, create_multimodal_inputs
 
 __all__ = ["AutoModelForImageTextToText", "AutoProcessor", "AutoTokenizer", "BatchFeature", "Glm4vConfig",
-           "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vOutput", "Glm4vProcessor",
+           "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vMoeConfig", "Glm4vOutput", "Glm4vProcessor",
            "Glm4vTokenizer", "Glm4vVideoProcessor", "TextConfig", "TextIteratorStreamer", "TextStreamer",
            "VisionConfig", "create_fake_image_inputs", "create_fake_text_inputs", "create_multimodal_inputs"]

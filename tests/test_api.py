@@ -32,8 +32,8 @@ PHOTO = REPO / "data" / "images" / "shapes.png"  # a blue triangle, a red circle
 ANSWER = ("<think>3 shapes: blue triangle top left [130,160,400,430]; red circle top right [670,110,890,330]; "
           "yellow square bottom center [430,620,700,890]</think><answer>circle</answer><|user|>")
 PUBLIC = ["AutoModelForImageTextToText", "AutoProcessor", "AutoTokenizer", "BatchFeature", "Glm4vConfig",
-          "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vOutput", "Glm4vProcessor", "Glm4vTokenizer",
-          "Glm4vVideoProcessor", "TextConfig", "TextIteratorStreamer", "TextStreamer", "VisionConfig",
+          "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vMoeConfig", "Glm4vOutput", "Glm4vProcessor",
+          "Glm4vTokenizer", "Glm4vVideoProcessor", "TextConfig", "TextIteratorStreamer", "TextStreamer", "VisionConfig",
           "create_fake_image_inputs", "create_fake_text_inputs", "create_multimodal_inputs"]
 
 

@@ -15,6 +15,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from ..base.checks import field_type_problems, read_json
 
@@ -69,6 +70,13 @@ class TextConfig:
     def rotary_dim(self) -> int:  # only this many leading dims of each head are rotated
         return int(self.head_dim * self.partial_rotary_factor)
 
+    def head_dim_problems(self) -> list[str]:
+        """GLM-4.1V derives head_dim from the width, which must then divide evenly."""
+        if self.hidden_size % self.num_attention_heads:
+            return [f"text hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                    f"{self.num_attention_heads}"]
+        return []
+
 
 # Shape-defining fields a checkpoint's config.json must state: silently taking the 9B default for
 # one of them would build a model that cannot hold the checkpoint's tensors.
@@ -113,18 +121,23 @@ class Glm4vConfig:
     video_end_token_id: int = 151342
     tie_word_embeddings: bool = False
     dtype: str = "bfloat16"  # dtype the weights are stored in; from_pretrained loads this by default
+    # what a subclass for another family of the GLM-V line (config_moe.Glm4vMoeConfig) changes
+    text_class: ClassVar[type] = TextConfig
+    model_type: ClassVar[str] = "glm4v"
+    architecture: ClassVar[str] = "Glm4vForConditionalGeneration"
+    required_text: ClassVar[tuple[str, ...]] = _REQUIRED_TEXT
 
     def __post_init__(self):
         self.vision_config = _build(VisionConfig, self.vision_config, "vision_config")
-        self.text_config = _build(TextConfig, self.text_config, "text_config")
+        self.text_config = _build(self.text_class, self.text_config, "text_config")
         v, t = self.vision_config, self.text_config
         if isinstance(t.eos_token_id, int) and not isinstance(t.eos_token_id, bool):
             t.eos_token_id = [t.eos_token_id]
         wrong = field_type_problems(v, "vision_config") + field_type_problems(t, "text_config") + \
             field_type_problems(self, "config")
         if wrong:
-            raise TypeError("invalid Glm4vConfig field types (write numbers as JSON numbers, not strings):\n  - "
-                            + "\n  - ".join(wrong))
+            raise TypeError(f"invalid {type(self).__name__} field types (write numbers as JSON numbers, not "
+                            f"strings):\n  - " + "\n  - ".join(wrong))
         if v.out_hidden_size is None:
             v.out_hidden_size = t.hidden_size
         if t.mrope_section is None:
@@ -139,10 +152,8 @@ class Glm4vConfig:
         v, t = self.vision_config, self.text_config
         problems = _range_problems(v, "vision_config") + _range_problems(t, "text_config")
         if problems:  # the checks below divide by these numbers
-            raise ValueError("invalid Glm4vConfig:\n  - " + "\n  - ".join(problems))
-        if t.hidden_size % t.num_attention_heads:
-            problems.append(f"text hidden_size {t.hidden_size} is not divisible by num_attention_heads "
-                            f"{t.num_attention_heads}")
+            raise ValueError(f"invalid {type(self).__name__}:\n  - " + "\n  - ".join(problems))
+        problems += t.head_dim_problems()
         if t.num_attention_heads % t.num_key_value_heads:
             problems.append(f"num_attention_heads {t.num_attention_heads} is not a multiple of "
                             f"num_key_value_heads {t.num_key_value_heads}")
@@ -174,7 +185,7 @@ class Glm4vConfig:
         if self.dtype not in _DTYPES:
             problems.append(f"dtype {self.dtype!r} is not one of {_DTYPES}")
         if problems:
-            raise ValueError("invalid Glm4vConfig:\n  - " + "\n  - ".join(problems))
+            raise ValueError(f"invalid {type(self).__name__}:\n  - " + "\n  - ".join(problems))
 
     # ---------------------------------------------------------------- presets
     @classmethod
@@ -209,7 +220,7 @@ class Glm4vConfig:
                 raise ValueError(f"config is missing the required '{key}' section; a GLM-4.1V config.json "
                                  f"has 'text_config' and 'vision_config' dicts")
         text, vision = dict(d["text_config"]), dict(d["vision_config"])
-        for section, required, name in ((text, _REQUIRED_TEXT, "text_config"),
+        for section, required, name in ((text, cls.required_text, "text_config"),
                                         (vision, _REQUIRED_VISION, "vision_config")):
             missing = [k for k in required if k not in section]
             if missing:
@@ -227,7 +238,7 @@ class Glm4vConfig:
         dtype = d.get("dtype") or d.get("torch_dtype") or text.get("dtype") or "float32"
         return cls(
             vision_config=_known(vision, _names(VisionConfig), "config.json vision_config"),
-            text_config=_known(text, _names(TextConfig), "config.json text_config"),
+            text_config=_known(text, _names(cls.text_class), "config.json text_config"),
             tie_word_embeddings=d.get("tie_word_embeddings", False), dtype=dtype,
             **{k: d[k] for k in _TOKEN_IDS if k in d},
         )
@@ -245,14 +256,14 @@ class Glm4vConfig:
                 "partial_rotary_factor": t.pop("partial_rotary_factor"), "mrope_section": t.pop("mrope_section")}
         vision_rope = {"rope_type": "axial", "rope_theta": v.pop("rope_theta")}  # transformers 5's name
         return {
-            "architectures": ["Glm4vForConditionalGeneration"],
-            "model_type": "glm4v",
+            "architectures": [self.architecture],
+            "model_type": self.model_type,
             **{k: getattr(self, k) for k in _TOKEN_IDS},
             "tie_word_embeddings": self.tie_word_embeddings,
             "dtype": self.dtype,
-            "text_config": {"model_type": "glm4v_text", **t, "rope_parameters": rope,
+            "text_config": {"model_type": f"{self.model_type}_text", **t, "rope_parameters": rope,
                             "attention_bias": True, "dtype": self.dtype},
-            "vision_config": {"model_type": "glm4v_vision", **v, "rope_parameters": vision_rope,
+            "vision_config": {"model_type": f"{self.model_type}_vision", **v, "rope_parameters": vision_rope,
                               "attention_bias": False},
         }
 
@@ -279,14 +290,14 @@ def _known(section: dict, names, where: str) -> dict:
 
 
 def _range_problems(section, what) -> list[str]:
-    """Sizes must be positive, rates finite and positive."""
+    """Sizes must be positive, rates finite and positive (a field whose metadata says min 0 may be 0)."""
     problems = []
     for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if f.type is int and value < 1:
-            problems.append(f"{what}.{f.name} must be >= 1, got {value}")
-        if f.type is float and not (math.isfinite(value) and value > 0):
-            problems.append(f"{what}.{f.name} must be a finite number > 0, got {value}")
+        value, zero_ok = getattr(section, f.name), f.metadata.get("min") == 0
+        if f.type is int and value < (0 if zero_ok else 1):
+            problems.append(f"{what}.{f.name} must be >= {0 if zero_ok else 1}, got {value}")
+        if f.type is float and not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+            problems.append(f"{what}.{f.name} must be a finite number {'>=' if zero_ok else '>'} 0, got {value}")
     if getattr(section, "partial_rotary_factor", 1) > 1:
         problems.append(f"{what}.partial_rotary_factor must lie in (0, 1], got {section.partial_rotary_factor}")
     if any(n < 0 for n in getattr(section, "mrope_section", None) or []):
