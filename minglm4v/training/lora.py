@@ -28,13 +28,13 @@ PEFT_PREFIX = "base_model.model."
 class LoRALinear(nn.Module):
     """nn.Linear (in -> out) plus a rank-r update; (..., in) -> (..., out)."""
 
-    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, dropout: float = 0.0):
+    def __init__(self, base_layer: nn.Linear, rank: int, alpha: float, dropout: float = 0.0, dtype=None):
         super().__init__()
         self.base_layer = base_layer
-        self.lora_A = nn.Linear(base_layer.in_features, rank, bias=False,
-                                device=base_layer.weight.device, dtype=base_layer.weight.dtype)
-        self.lora_B = nn.Linear(rank, base_layer.out_features, bias=False,
-                                device=base_layer.weight.device, dtype=base_layer.weight.dtype)
+        # dtype: the adapter's own (default: the base layer's); fp32 master weights over a bf16 base in training
+        factory = {"device": base_layer.weight.device, "dtype": dtype or base_layer.weight.dtype}
+        self.lora_A = nn.Linear(base_layer.in_features, rank, bias=False, **factory)
+        self.lora_B = nn.Linear(rank, base_layer.out_features, bias=False, **factory)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # nn.Linear's default, as PEFT
         nn.init.zeros_(self.lora_B.weight)  # why: the update starts at exactly zero
         self.dropout = nn.Dropout(dropout)
@@ -84,15 +84,16 @@ def select_targets(model: nn.Module, targets: str, allowed=lambda name: True) ->
     return chosen
 
 
-def inject(model: nn.Module, paths: list[str], rank: int, alpha: float, dropout: float = 0.0) -> None:
-    """Replace each nn.Linear at `paths` by a LoRALinear around it; freeze everything but A and B."""
+def inject(model: nn.Module, paths: list[str], rank: int, alpha: float, dropout: float = 0.0, dtype=None) -> None:
+    """Replace each nn.Linear at `paths` by a LoRALinear around it (A and B in `dtype`, default: the
+    layer's); freeze everything but A and B."""
     if rank < 1:
         raise ValueError(f"LoRA rank must be at least 1, got {rank}")
     model.requires_grad_(False)
     for path in paths:
         parent, _, name = path.rpartition(".")
         owner = model.get_submodule(parent)
-        setattr(owner, name, LoRALinear(getattr(owner, name), rank, alpha, dropout))
+        setattr(owner, name, LoRALinear(getattr(owner, name), rank, alpha, dropout, dtype))
     model.lora_config = {"r": rank, "lora_alpha": alpha, "lora_dropout": dropout, "target_modules": paths}
 
 

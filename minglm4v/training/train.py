@@ -9,8 +9,9 @@ in order from an endless stream of per-epoch seeded permutations of the data set
 its own slice of it. The loss is the mean over every label token of the global batch (each micro-batch's
 token sum divided by the global token count), so 1 process x 4 conversations, 2 x 2 and 1 x 2 x 2
 accumulation steps all take the same step. AdamW, linear warmup then cosine decay to 0
-(transformers' `get_cosine_schedule_with_warmup`), gradient clipping, optional bf16 autocast,
-gradient checkpointing and torch.compile of the repeated blocks.
+(transformers' `get_cosine_schedule_with_warmup`), gradient clipping, optional bf16 (autocast, frozen
+weights kept in bf16: a LoRA run's base needs half the memory), gradient checkpointing and torch.compile
+of the repeated blocks.
 
     OUT/                  the final model, a complete HF-layout directory (config.json, safetensors,
                           tokenizer and processor files copied from --model); LoRA merged in
@@ -65,7 +66,8 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (and at the end)")
     p.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0: final model only)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (weights and optimizer stay fp32)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast; frozen weights kept in bf16 (trainable "
+                   "ones and the optimizer state stay fp32)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory")
     p.add_argument("--compile", action="store_true", help="torch.compile each ViT block and decoder layer: "
                    "faster steps after a warm-up of about a minute")
@@ -103,15 +105,24 @@ def _check(args) -> set[str]:
 
 
 def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGeneration:
-    """Load in fp32, then freeze parts or wrap the unfrozen parts' linear layers in LoRA."""
-    model = Glm4vForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32, device_map=device).train()
+    """Load, then freeze parts or wrap the unfrozen parts' linear layers in LoRA. Without --bf16 every
+    weight is fp32; with it the frozen weights are kept in bf16 and the trainable ones in fp32 (the
+    master weights the optimizer updates), and autocast runs the matrix products in bf16."""
+    # why the stored dtype under --bf16: the real model is stored in bf16, and loading it in fp32 first
+    # would need the very memory (36 GB for the 9B) that a bf16 frozen base saves
+    model = Glm4vForConditionalGeneration.from_pretrained(
+        args.model, dtype=None if args.bf16 else torch.float32, device_map=device).train()
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(PARTS[component(name)] not in frozen)
     if args.lora_rank:
         torch.manual_seed(args.seed)  # the A matrices' initialisation
         targets = lora.select_targets(model, args.lora_targets,
                                       lambda path: PARTS[component(path + ".weight")] not in frozen)
-        lora.inject(model, targets, args.lora_rank, args.lora_alpha or 2 * args.lora_rank, args.lora_dropout)
+        lora.inject(model, targets, args.lora_rank, args.lora_alpha or 2 * args.lora_rank, args.lora_dropout,
+                    dtype=torch.float32)
+    for parameter in model.parameters():
+        parameter.data = parameter.data.to(torch.float32 if parameter.requires_grad or not args.bf16
+                                           else torch.bfloat16)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if args.compile:
@@ -237,7 +248,8 @@ def _train(args, frozen, rank, world, device) -> int:
     if rank == 0:
         output.mkdir(parents=True, exist_ok=True)
         print(f"{len(data)} conversations, {sum(p.numel() for p in trainable):,} trainable of "
-              f"{sum(p.numel() for p in model.parameters()):,} parameters, {world} process(es), global batch "
+              f"{sum(p.numel() for p in model.parameters()):,} parameters (frozen ones kept in "
+              f"{'bfloat16' if args.bf16 else 'float32'}), {world} process(es), global batch "
               f"{args.batch_size * args.grad_accum * world}", flush=True)
     log = (output / LOG).open("a") if rank == 0 else None
     per_rank = args.batch_size * args.grad_accum
