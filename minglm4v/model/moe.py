@@ -1,0 +1,109 @@
+"""The mixture-of-experts MLP of GLM-4.5V / GLM-4.6V: a router picks k of E small MLPs for every token.
+
+Corresponds to transformers' `Glm4vMoeTextMoE` (`Glm4vMoeTextTopkRouter`, `Glm4vMoeTextExperts`, the
+shared `Glm4vMoeTextMLP`). Module names follow the checkpoint keys of one decoder layer:
+
+    mlp.gate.weight (E, D), mlp.gate.e_score_correction_bias (E,)     the router, both kept in fp32
+    mlp.experts.{i}.{gate,up,down}_proj.weight                         expert i, a SwiGLU of width I
+    mlp.shared_experts.{gate,up,down}_proj.weight                      one SwiGLU that every token uses
+
+Layers before `first_k_dense_replace` have a plain SwiGLU `mlp` instead (`mlp_for_layer`).
+
+For x (B, L, D), with N = B * L tokens:
+    scores  = sigmoid(x @ gate.weight.T)                      (N, E), in fp32
+    choose  = scores + e_score_correction_bias                only to *choose*: a learned nudge that
+                                                              balanced the load during training
+    groups  = the topk_group of the n_group groups whose two best `choose` values sum highest
+    experts = the k best `choose` inside those groups          (N, k)
+    weights = scores at those experts (unbiased), / their sum if norm_topk_prob, * routed_scaling_factor
+    out     = sum_j weights[:, j] * expert_{experts[:, j]}(x)  +  shared_experts(x)
+
+Each expert runs only on the tokens that chose it: the (token, expert) pairs are sorted by expert, so
+each expert reads one contiguous run of them (`dispatch`).
+"""
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+from .config_moe import MoeTextConfig
+from .layers import SwiGLU
+
+# parameters a checkpoint keeps in fp32 even when everything else is bf16 (transformers does the same):
+# scores of 128 experts that differ in the 3rd decimal would tie in bf16 and change which experts are chosen
+FP32_KEYS = ("mlp.gate.weight", "mlp.gate.e_score_correction_bias")
+
+
+class Router(nn.Module):
+    def __init__(self, cfg: MoeTextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size, dtype=torch.float32))
+        self.register_buffer("e_score_correction_bias", torch.zeros(cfg.n_routed_experts, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (N, D) -> logits (N, E) fp32, weights (N, k) fp32, experts (N, k) int64."""
+        c = self.cfg
+        logits = F.linear(x.float(), self.weight.float())
+        scores = logits.sigmoid()
+        choose = scores + self.e_score_correction_bias
+        grouped = rearrange(choose, "n (g e) -> n g e", g=c.n_group)
+        group_scores = grouped.topk(2, dim=-1).values.sum(-1)  # (N, G)
+        best = group_scores.topk(c.topk_group, dim=-1, sorted=False).indices
+        allowed = torch.zeros_like(group_scores, dtype=torch.bool).scatter(1, best, True)
+        allowed = repeat(allowed, "n g -> n (g e)", e=c.n_routed_experts // c.n_group)
+        experts = choose.masked_fill(~allowed, float("-inf")).topk(c.num_experts_per_tok, dim=-1, sorted=False).indices
+        weights = scores.gather(1, experts)  # the bias chose; it does not weigh
+        if c.norm_topk_prob:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)  # why 1e-20: as GLM, never 0 / 0
+        return logits, weights * c.routed_scaling_factor, experts
+
+
+def dispatch(x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, modules: nn.ModuleList) -> torch.Tensor:
+    """x (N, D), experts and weights (N, k) -> sum_j weights[:, j] * modules[experts[:, j]](x): (N, D).
+
+    The N * k (token, expert) pairs are sorted by expert; expert e then runs once, on the rows of its
+    run of pairs, and adds its weighted outputs back to those tokens. Experts are visited in order, so
+    a token's k outputs are summed in the order of their expert index (as transformers sums them)."""
+    k = experts.shape[1]
+    pairs = rearrange(experts, "n k -> (n k)").argsort(stable=True)  # pair p = token p // k, slot p % k
+    counts = torch.bincount(experts.flatten(), minlength=len(modules)).tolist()
+    flat_weights = rearrange(weights, "n k -> (n k)")
+    out = torch.zeros_like(x)
+    for expert, run in zip(modules, pairs.split(counts), strict=True):
+        if len(run) == 0:
+            continue
+        tokens = run // k
+        y = expert(x[tokens]) * flat_weights[run, None]  # fp32 weights: the product is fp32, as in GLM
+        out.index_add_(0, tokens, y.to(out.dtype))
+    return out
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg: MoeTextConfig):
+        super().__init__()
+        self.gate = Router(cfg)
+        self.experts = nn.ModuleList(SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size)
+                                     for _ in range(cfg.n_routed_experts))
+        self.shared_experts = SwiGLU(cfg.hidden_size, cfg.moe_intermediate_size * cfg.n_shared_experts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, D) -> (B, L, D)"""
+        tokens = rearrange(x, "b l d -> (b l) d")
+        _, weights, experts = self.gate(tokens)
+        routed = dispatch(tokens, experts, weights, self.experts)
+        return rearrange(routed, "(b l) d -> b l d", b=x.shape[0]) + self.shared_experts(x)
+
+
+def mlp_for_layer(cfg: MoeTextConfig, layer_idx: int) -> nn.Module:
+    """The first `first_k_dense_replace` layers keep a dense SwiGLU (width intermediate_size)."""
+    return MoE(cfg) if cfg.is_moe_layer(layer_idx) else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+
+
+def idle_expert_parameters(cfg: MoeTextConfig) -> int:
+    """Parameters a token does not use: in every MoE layer, the E - k routed experts it did not choose.
+    Active parameters per token = all parameters - these."""
+    expert = 3 * cfg.hidden_size * cfg.moe_intermediate_size  # gate, up and down projections
+    moe_layers = sum(cfg.is_moe_layer(i) for i in range(cfg.num_hidden_layers))
+    return moe_layers * (cfg.n_routed_experts - cfg.num_experts_per_tok) * expert
