@@ -89,6 +89,24 @@ def test_cached_logits_equal_recomputing_everything(ours_tiny, oracle_cases, nam
 
 
 
+def test_decode_step_k_uses_row_k_of_the_new_tokens_tables(ours_tiny):
+    """generate asks the decoder's attention_inputs once for all new tokens: row k of the mask, cut to the
+    L + k + 1 keys that exist then, is the mask of a one-token forward at step k, and the tables' row k
+    are those of position k alone."""
+    from minglm4v.model.decoder import attention_mask_4d
+    decoder, new = ours_tiny.language_model, 5
+    padding = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    L = padding.shape[1]
+    positions = torch.arange(new).expand(3, 2, new) + 7
+    keys = torch.nn.functional.pad(padding, (0, new), value=1)
+    cos, sin, mask = decoder.attention_inputs(positions, keys, past=L)
+    for k in range(new):
+        assert torch.equal(mask[:, :, k:k + 1, :L + k + 1], attention_mask_4d(keys[:, :L + k + 1], 1, L + k,
+                                                                               torch.float32))
+        alone = decoder.attention_inputs(positions[..., k:k + 1], keys[:, :L + k + 1], past=L + k)
+        assert torch.equal(cos[:, :, k:k + 1], alone[0]) and torch.equal(sin[:, :, k:k + 1], alone[1])
+
+
 def test_the_cache_is_written_in_place_and_can_be_passed_in(ours_tiny, oracle_cases):
     """The default KVCache is preallocated for prompt + new tokens and filled in place; a cache passed
     as `cache=` is the one filled, with the same tokens as a fresh one."""
@@ -213,11 +231,13 @@ def test_unknown_arguments_are_named(ours_tiny):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(input_ids=torch.tensor([5, 6, 7])), r"input_ids must be a \(batch, length\)"),
+    (dict(input_ids=torch.tensor([5, 6, 7])), r"input_ids must be \(batch, length\), got shape \(3,\)"),
     (dict(max_new_tokens=0), "max_new_tokens must be a positive int"),
     (dict(attention_mask=torch.tensor([[1, 1, 0]])), "pad on the left"),
-    (dict(attention_mask=torch.tensor([[1, 1]])), "attention_mask has shape"),
-    (dict(max_new_tokens=1022), "exceeds the model's max_position_embeddings"),
+    (dict(attention_mask=torch.tensor([[1, 1]])), r"attention_mask must be a tensor of shape \(batch, cached \+ new "
+                                                  r"tokens\) = \(1, 3\), got \(1, 2\)"),
+    (dict(max_new_tokens=1022), r"0 cached \+ 3 new tokens \+ max_new_tokens 1022 exceed the model's "
+                                r"max_position_embeddings \(1024\); .* or lower max_new_tokens"),
     (dict(eos_token_id=[5000]), "eos_token_id must be token ids"),
     (dict(thinking_budget=4), "thinking_budget and thinking_end_ids go together"),
     (dict(thinking_budget=-1, thinking_end_ids=[1, 2]), "thinking_budget must be an int >= 0"),

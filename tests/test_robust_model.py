@@ -101,7 +101,7 @@ def test_finite_pixels_whose_sum_overflows_are_not_called_non_finite(ours_tiny, 
 
 # ---- generate
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(input_ids=torch.zeros(1, 0, dtype=torch.long)), ValueError, "with at least one token, got \\(1, 0\\)"),
+    (dict(input_ids=torch.zeros(1, 0, dtype=torch.long)), ValueError, r"got shape \(1, 0\); a prompt needs at least"),
     (dict(attention_mask=torch.tensor([[2, 1, 1, 1]])), ValueError, r"only 0 \(padding\) and 1 \(token\)"),
     (dict(attention_mask=torch.tensor([[0.5, 1, 1, 1]])), ValueError, r"only 0 \(padding\) and 1 \(token\)"),
     (dict(do_sample=True, temperature="0.7"), TypeError, "temperature must be a finite number, got str '0.7'"),

@@ -1,4 +1,4 @@
-"""Checks shared by the places where values enter minglm4v (configs, processors, generation, the CLI).
+"""Checks shared by the places where values enter minglm4v (configs, processors, the model, generation, the CLI).
 
 Each raises TypeError (wrong kind of value) or ValueError (right kind, wrong value) with a message
 naming the argument, what was expected and what was found. No counterpart in transformers.
@@ -10,6 +10,8 @@ import math
 import numbers
 import typing
 from pathlib import Path
+
+import torch
 
 
 def read_json(path: Path, expected: str) -> dict:
@@ -64,3 +66,33 @@ def _has_type(value, annotation) -> bool:
         return isinstance(value, (list, tuple)) and all(map(is_int, value))
     check = {int: is_int, float: is_number}.get(annotation)
     return check(value) if check else isinstance(value, annotation)
+
+
+def check_integer_tensor(name: str, value) -> None:
+    if not isinstance(value, torch.Tensor) or value.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be an int64 (or int32) tensor, got "
+                        f"{getattr(value, 'dtype', type(value).__name__)}; convert with torch.as_tensor(...).long()")
+
+
+def check_prompt(input_ids, attention_mask, past: int, max_positions: int, max_new_tokens: int = 0) -> None:
+    """What model(...) and generate(...) both require of a prompt: input_ids an integer (batch, length)
+    tensor with a token; attention_mask None or 0/1 of shape (batch, past + length); the `past` cached,
+    the new and the `max_new_tokens` still to come within the model's `max_positions`."""
+    check_integer_tensor("input_ids", input_ids)
+    if input_ids.ndim != 2 or input_ids.numel() == 0:
+        raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; a prompt "
+                         f"needs at least one token")
+    (B, L) = input_ids.shape
+    if past + L + max_new_tokens > max_positions:
+        coming = f" + max_new_tokens {max_new_tokens}" if max_new_tokens else ""
+        raise ValueError(f"{past} cached + {L} new tokens{coming} exceed the model's max_position_embeddings "
+                         f"({max_positions}); shorten the prompt (fewer or smaller images)"
+                         + (" or lower max_new_tokens" if max_new_tokens else ""))
+    if attention_mask is None:
+        return
+    if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != (B, past + L):
+        raise ValueError(f"attention_mask must be a tensor of shape (batch, cached + new tokens) = {(B, past + L)}, "
+                         f"got {tuple(getattr(attention_mask, 'shape', ())) or type(attention_mask).__name__}")
+    if bool(((attention_mask != 0) & (attention_mask != 1)).any()):  # 0.5 or 2 would shift positions
+        raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (token), got the values "
+                         f"{sorted(set(attention_mask.unique().tolist()))[:6]}")

@@ -14,14 +14,18 @@ and the logits processors `RepetitionPenaltyLogitsProcessor`, `TemperatureLogits
               (the cache buffers, the rotary tables of every new position, the padding mask) is
               made once, before the first step; a step only slices out its part.
 
-The model knows nothing about this module: it only calls `cache.update` and reads `cache.length`.
+The decoder's seam is all this module uses of the model's inside: `attention_inputs` (rotary tables and
+mask) and `step` (the layers over new embeddings, extending the cache), plus `embed_tokens` and
+`lm_head`; the decoder only calls `cache.update` and reads `cache.length`. The model binds `generate`
+as its method (`model.generate(**inputs)`, as in transformers), which is its one link to this module.
 """
 
 import math
 
 import torch
+import torch.nn.functional as F
 
-from ..base.checks import is_int, is_number
+from ..base.checks import check_prompt, is_int, is_number
 
 
 class KVCache:
@@ -165,8 +169,10 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     # rope delta = max prompt position + 1 - real tokens, so step k's position is real length + delta + k
     first = attention_mask.sum(dim=-1, keepdim=True) + out.rope_deltas.to(device)  # (B, 1)
     positions = first + torch.arange(max_new_tokens, device=device)  # (B, new): text, so t = h = w
-    cos, sin = model.model.language_model.rotary(positions[None].expand(3, -1, -1), logits.dtype)
-    mask = decode_mask(attention_mask, max_new_tokens, logits.dtype)
+    cos, sin, mask = model.language_model.attention_inputs(
+        positions[None].expand(3, -1, -1), F.pad(attention_mask, (0, max_new_tokens), value=1), L, logits.dtype)
+    if bool(attention_mask.all()):
+        mask = None  # nothing padded: a single query may see every key, as SDPA does without a mask
     step_fn = torch.compile(decode_step, dynamic=True) if compile else decode_step
     tokens, finished = [input_ids], torch.zeros(B, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
@@ -185,54 +191,32 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
             break
         keys = L + step + 1  # prompt, the tokens already fed back, and this one
         logits = step_fn(model, token, cos[:, :, step:step + 1], sin[:, :, step:step + 1],
-                         None if mask is None else mask[..., :keys], cache)
+                         None if mask is None else mask[:, :, step:step + 1, :keys], cache)
     if streamer is not None:
         streamer.end()
     with torch.inference_mode(False):  # the result is an ordinary tensor: the caller may write into it
         return torch.cat(tokens, dim=1)
 
 
-def decode_mask(attention_mask, max_new_tokens: int, dtype):
-    """Additive mask (B, 1, 1, L + new) for every decode step (step k uses its first L + 1 + k keys):
-    prompt padding hidden, everything else visible. None when nothing is padded."""
-    if bool(attention_mask.all()):
-        return None
-    keys = torch.nn.functional.pad(attention_mask, (0, max_new_tokens), value=1).bool()
-    mask = torch.zeros(keys.shape, dtype=dtype, device=keys.device).masked_fill(~keys, torch.finfo(dtype).min)
-    return mask[:, None, None, :]
-
-
 def decode_step(model, token, cos, sin, mask, cache):
-    """token (B,) -> logits (B, V) of the next position: the decoder on one new token per row, with the
-    rotary tables (B, 1, 1, head_dim) and mask (B, 1, 1, keys) of this step already prepared. Unlike
-    model(...), nothing is checked or derived again: the loop made it all for every step at once."""
-    decoder = model.model.language_model
-    hidden = decoder.run_layers(decoder.embed_tokens(token[:, None]), cos, sin, mask, cache)
+    """token (B,) -> logits (B, V) of the next position: the decoder's `step` on one new token per row,
+    with the rotary tables (B, 1, 1, head_dim) and mask (B, 1, 1, keys) of this step already prepared.
+    Unlike model(...), nothing is checked or derived again: the loop made it all for every step at once."""
+    decoder = model.language_model
+    hidden = decoder.step(decoder.embed_tokens(token[:, None]), cos, sin, mask, cache)
     return model.lm_head(hidden)[:, -1]
 
 
 # ----------------------------------------------------------------------------- argument checks
 def _check_inputs(input_ids, attention_mask, max_new_tokens, max_positions):
-    if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.numel() == 0:
-        got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise ValueError(f"input_ids must be a (batch, length) tensor of token ids with at least one token, got {got}")
     if not is_int(max_new_tokens) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    check_prompt(input_ids, attention_mask, 0, max_positions, max_new_tokens)
     if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
-                         f"{tuple(input_ids.shape)}; they must match")
-    if bool(((attention_mask != 0) & (attention_mask != 1)).any()):  # 0.5 or 2 would shift positions
-        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+        return torch.ones_like(input_ids)
     if bool((attention_mask[:, -1] == 0).any()):
         raise ValueError("a prompt ends in padding (attention_mask[:, -1] == 0): generation appends to the "
                          "right, so pad on the left (tokenizer/processor padding_side='left')")
-    total = input_ids.shape[1] + max_new_tokens
-    if total > max_positions:
-        raise ValueError(f"prompt of {input_ids.shape[1]} tokens + max_new_tokens {max_new_tokens} = {total} "
-                         f"exceeds the model's max_position_embeddings ({max_positions}); shorten the prompt "
-                         f"(fewer or smaller images) or lower max_new_tokens")
     return attention_mask.long()
 
 

@@ -7,9 +7,13 @@ Each layer wraps both sublayers in a "sandwich" of RMSNorms (GLM-4):
     x = x + post_self_attn_layernorm(attn(input_layernorm(x)))
     x = x + post_mlp_layernorm(mlp(post_attention_layernorm(x)))
 
-Caching is not this module's business: attention takes an optional `cache` object with
-`cache.update(layer_idx, k, v) -> (all_k, all_v)` (post-RoPE keys), and `cache.length` (tokens
-already stored); `minglm4v.generation.decoding` owns the cache and the decoding loop.
+`Glm4vTextModel` has two entries besides `forward`, the seam generation decodes through:
+    attention_inputs(position_ids (3, B, L), attention_mask (B, past + L), past, dtype)
+        -> cos, sin (B, 1, L, head_dim) M-RoPE tables, and the additive mask (B, 1, L, past + L) or None
+    step(inputs_embeds (B, L, D), cos, sin, mask, cache) -> hidden states (B, L, D), cache extended by L
+`forward` is the two in a row. The cache is any object with `update(layer_idx, k, v) -> (all_k, all_v)`
+(post-RoPE keys, (B, kv_heads, S, head_dim)) and `length` (tokens already stored);
+`minglm4v.generation.decoding` owns it and the decoding loop.
 """
 
 import torch
@@ -84,17 +88,23 @@ class DecoderLayer(nn.Module):
 
 
 def attention_mask_4d(attention_mask, q_len: int, past: int, dtype):
-    """Additive mask (B, 1, L, past + L) from the 2-D padding mask (B, past + L), or None when plain
-    causal attention suffices. Masked entries get the dtype's minimum rather than -inf, so a padding
-    query that sees no real key gets a harmless uniform softmax instead of NaN."""
-    if attention_mask is None or bool(attention_mask.all()):
-        if q_len == 1 or past == 0:
-            return None  # SDPA's is_causal (or a single query that sees everything)
-        attention_mask = torch.ones(1, past + q_len, dtype=torch.long)
-    keys = torch.arange(past + q_len)
-    queries = torch.arange(past, past + q_len)
+    """Additive mask (B, 1, L, past + L) from the 0/1 padding mask (B, past + L), or None when SDPA's
+    is_causal gives the same: nothing padded, and no cached keys (or a single query, which sees them all)."""
+    if (attention_mask is None or bool(attention_mask.all())) and (q_len == 1 or past == 0):
+        return None
+    return causal_mask(attention_mask, q_len, past, dtype)
+
+
+def causal_mask(attention_mask, q_len: int, past: int, dtype, device=None):
+    """The additive mask itself, (B, 1, L, past + L) (B = 1 without a padding mask): query i (at position
+    past + i) sees the keys up to its own that are not padding. Masked entries get the dtype's minimum
+    rather than -inf, so a padding query that sees no real key gets a harmless uniform softmax, not NaN."""
+    if attention_mask is None:
+        attention_mask = torch.ones(1, past + q_len, dtype=torch.long, device=device)
+    keys = torch.arange(past + q_len, device=attention_mask.device)
+    queries = keys[past:]
     allowed = (keys[None, :] <= queries[:, None])[None] & attention_mask[:, None, :].bool()  # (B, L, S)
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
     return rearrange(mask, "b l s -> b 1 l s")
 
 
@@ -110,18 +120,23 @@ class Glm4vTextModel(nn.Module):
     def forward(self, inputs_embeds, position_ids, attention_mask=None, cache=None):
         """inputs_embeds (B, L, D), position_ids (3, B, L), attention_mask (B, past + L) -> (B, L, D)"""
         past = cache.length if cache is not None else 0
-        cos, sin = self.rotary(position_ids, inputs_embeds.dtype)
-        mask = attention_mask_4d(attention_mask, inputs_embeds.shape[1], past, inputs_embeds.dtype)
-        return self.run_layers(inputs_embeds, cos, sin, mask, cache)
+        cos, sin, mask = self.attention_inputs(position_ids, attention_mask, past, inputs_embeds.dtype)
+        return self.step(inputs_embeds, cos, sin, mask, cache)
 
-    def rotary(self, position_ids, dtype):
-        """position_ids (3, B, L) -> the M-RoPE tables cos, sin (B, 1, L, head_dim) that every layer uses."""
+    def attention_inputs(self, position_ids, attention_mask=None, past: int = 0, dtype=torch.float32):
+        """What every layer needs besides the hidden states, made once per forward: the M-RoPE tables
+        cos, sin (B, 1, L, head_dim) of position_ids (3, B, L), and the additive mask (B, 1, L, past + L)
+        from the 0/1 padding mask (B, past + L), or None where plain causal attention suffices.
+        Generation calls it once for all of its new tokens; decode step k takes row k of each."""
         c = self.cfg
-        return mrope_cos_sin(position_ids, c.rotary_dim, c.rope_theta, c.mrope_section, dtype, c.head_dim)
+        cos, sin = mrope_cos_sin(position_ids, c.rotary_dim, c.rope_theta, c.mrope_section, dtype, c.head_dim)
+        return cos, sin, attention_mask_4d(attention_mask, position_ids.shape[-1], past, dtype)
 
-    def run_layers(self, x, cos, sin, mask=None, cache=None):
-        """The layers and the final norm, given rotary tables and an additive mask (or None: causal).
-        Generation prepares both once for all of its decode steps and slices out each step's part."""
+    def step(self, inputs_embeds, cos, sin, mask=None, cache=None):
+        """The layers and the final norm over L new tokens: inputs_embeds (B, L, D), the tables and mask
+        of `attention_inputs` -> hidden states (B, L, D) for lm_head. A given cache is extended in place
+        by these L tokens' keys and values (its `length` grows by L): a decode step is L = 1."""
+        x = inputs_embeds
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(layer, x, cos, sin, mask, cache, use_reentrant=False)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base.checks import is_int
+from ..base.checks import check_integer_tensor, check_prompt, is_int
 from ..generation import decoding
 from . import rope
 from .config import Glm4vConfig
@@ -49,9 +49,15 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
         self.model = Glm4vModel(config)
         self.lm_head = Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
 
-    # the decoding loop lives in generation/decoding.py (the model only maps inputs to logits); bound here so that
-    # model.generate(**inputs, max_new_tokens=...) works as in transformers, with one signature to read
+    # the decoding loop lives in generation/decoding.py and drives the decoder through its seam
+    # (language_model.attention_inputs and .step); bound here so that model.generate(**inputs, ...) works
+    # as in transformers, with one signature to read
     generate = decoding.generate
+
+    @property
+    def language_model(self) -> Glm4vTextModel:
+        """The decoder (`model.language_model`), as transformers' property of the same name."""
+        return self.model.language_model
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute each ViT block's and decoder layer's activations in the backward pass instead of
@@ -156,24 +162,12 @@ def component(key: str) -> str:
 
 # ---------------------------------------------------------------------- input checks
 def _check_inputs(config, past, input_ids, attention_mask, position_ids, mm_token_type_ids, labels, logits_to_keep):
-    _check_integer_tensor("input_ids", input_ids)
-    if input_ids.ndim != 2 or input_ids.numel() == 0:
-        raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; a prompt "
-                         f"needs at least one token")
-    (B, L), text = input_ids.shape, config.text_config
-    if past + L > text.max_position_embeddings:
-        raise ValueError(f"{past} cached + {L} new tokens exceed the model's max_position_embeddings "
-                         f"({text.max_position_embeddings}); shorten the prompt (fewer or smaller images)")
+    text = config.text_config
+    check_prompt(input_ids, attention_mask, past, text.max_position_embeddings)
     _check_token_types(input_ids, mm_token_type_ids)
-    expected = (B, past + L)
-    if attention_mask is not None and tuple(attention_mask.shape) != expected:
-        raise ValueError(f"attention_mask must have shape (batch, cached + new tokens) = {expected}, got "
-                         f"{tuple(attention_mask.shape)}")
-    if attention_mask is not None and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
-        raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (token), got the values "
-                         f"{sorted(set(attention_mask.unique().tolist()))[:6]}")
+    B, L = input_ids.shape
     if position_ids is not None:
-        _check_integer_tensor("position_ids", position_ids)
+        check_integer_tensor("position_ids", position_ids)
         if tuple(position_ids.shape) not in ((3, B, L), (B, L)):
             raise ValueError(f"position_ids must have shape (3, batch, length) = {(3, B, L)} or (batch, length) = "
                              f"{(B, L)}, got {tuple(position_ids.shape)}")
@@ -184,7 +178,7 @@ def _check_inputs(config, past, input_ids, attention_mask, position_ids, mm_toke
 
 
 def _check_labels(labels, shape, vocab):
-    _check_integer_tensor("labels", labels)
+    check_integer_tensor("labels", labels)
     if labels.shape != shape:
         raise ValueError(f"labels must have the shape of input_ids {tuple(shape)}, got {tuple(labels.shape)}")
     if bool(((labels != -100) & ((labels < 0) | (labels >= vocab))).any()):
@@ -226,7 +220,7 @@ def _check_pixels(pixel_values, grid_thw, v, what):
         raise ValueError(f"{name} holds NaN or infinite values; they would make every logit NaN. "
                          f"Make pixel values with Glm4vImageProcessor from real images")
     if grid_thw is not None:
-        _check_integer_tensor(f"{what}_grid_thw", grid_thw)
+        check_integer_tensor(f"{what}_grid_thw", grid_thw)
     if pixel_values.ndim != 2 or pixel_values.shape[1] != v.patch_dim:
         raise ValueError(f"{what} pixel_values must have shape (patches, {v.patch_dim}) = (N, C*T*P*P) with "
                          f"C={v.in_channels}, T={v.temporal_patch_size}, P={v.patch_size}; got "
@@ -260,9 +254,3 @@ def _check_slots(slots: int, grid_thw, merge: int, what: str):
         raise ValueError(f"{what.capitalize()} features and {what} tokens do not match: the prompt has {slots} "
                          f"{what} tokens but the {what}s give {features} features; expand each placeholder with "
                          f"Glm4vProcessor (processor.apply_chat_template does it)")
-
-
-def _check_integer_tensor(name, value):
-    if not isinstance(value, torch.Tensor) or value.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{name} must be an int64 (or int32) tensor, got "
-                        f"{getattr(value, 'dtype', type(value).__name__)}; convert with torch.as_tensor(...).long()")

@@ -19,12 +19,15 @@ so probs @ v is the attention output before its output projection (tests/test_at
                                            (L,) one query's weights -> (h/2, w/2) over the image tokens
 """
 
+import inspect
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from einops import rearrange, repeat
+
+from ..model.decoder import causal_mask
 
 
 def attention_probs(q, k, mask=None) -> torch.Tensor:
@@ -51,12 +54,12 @@ def record_attention(model):
     maps = AttentionMaps(vision=[None] * len(blocks), text=[None] * len(layers))
 
     def vision_hook(i):
-        def hook(module, args, output):
-            x, cos, sin, seq_lens = args
-            q, k, _ = (rearrange(t, "n h d -> h n d") for t in module.project(x, cos, sin))
+        def hook(module, args, kwargs, output):
+            a = _arguments(module, args, kwargs)
+            q, k, _ = (rearrange(t, "n h d -> h n d") for t in module.project(a["x"], a["cos"], a["sin"]))
             probs = q.new_zeros(q.shape[0], q.shape[1], q.shape[1], dtype=torch.float32)
             start = 0
-            for n in seq_lens:  # block-diagonal: each image (or temporal group) attends to itself
+            for n in a["seq_lens"]:  # block-diagonal: each image (or temporal group) attends to itself
                 span = slice(start, start + n)
                 probs[:, span, span] = attention_probs(q[:, span], k[:, span])
                 start += n
@@ -64,26 +67,31 @@ def record_attention(model):
         return hook
 
     def text_hook(i):
-        def hook(module, args, output):
-            x, cos, sin, mask, cache = args
-            if cache is not None:
+        def hook(module, args, kwargs, output):
+            a = _arguments(module, args, kwargs)
+            if a.get("cache") is not None:
                 raise ValueError("record_attention needs one forward pass without a cache, e.g. "
                                  "model(**inputs) on the prompt plus the reply; generate() runs with one")
-            q, k, _ = module.project(x, cos, sin)
-            if mask is None:  # the decoder's plain causal case (SDPA's is_causal)
-                length = q.shape[2]
-                mask = torch.zeros(length, length).masked_fill(
-                    torch.ones(length, length, dtype=torch.bool).triu(1), float("-inf"))
+            q, k, _ = module.project(a["x"], a["cos"], a["sin"])
+            mask = a.get("mask")
+            if mask is None:  # the decoder's plain causal case (SDPA's is_causal), written out
+                mask = causal_mask(None, q.shape[2], 0, torch.float32, q.device)
             maps.text[i] = attention_probs(q, k, mask).detach()
         return hook
 
-    handles = [b.attn.register_forward_hook(vision_hook(i)) for i, b in enumerate(blocks)]
-    handles += [layer.self_attn.register_forward_hook(text_hook(i)) for i, layer in enumerate(layers)]
+    handles = [b.attn.register_forward_hook(vision_hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    handles += [layer.self_attn.register_forward_hook(text_hook(i), with_kwargs=True)
+                for i, layer in enumerate(layers)]
     try:
         yield maps
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _arguments(module, args, kwargs) -> dict:
+    """The arguments of module.forward by parameter name, however the caller passed them."""
+    return inspect.signature(module.forward).bind(*args, **kwargs).arguments
 
 
 def patch_map(values, grid_thw, merge_size: int = 2) -> torch.Tensor:
