@@ -158,6 +158,7 @@ def chat(args) -> int:
                       thinking_end_ids=tokenizer.convert_tokens_to_ids([st.END_THINK, st.ANSWER]))
     model.generate(**{k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)},
                    max_new_tokens=new_tokens, streamer=TextStreamer(tokenizer, on_text=printer),
+                   suppress_tokens=tokenizer.ids_without_text(model.config.text_config.vocab_size),
                    **(sampling if args.temperature > 0 else {}), **budget)
     printer.end()
     thinking, answer = parse_thinking(printer.text)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import REPO
 from torch.testing import assert_close
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
@@ -98,6 +99,9 @@ def test_processors_match_transformers_on_random_logits(hf_processors):
         assert torch.equal(top_k_filter(scores, k), hf.TopKLogitsWarper(k)(ids, scores.clone()))
     for p in (0.05, 0.5, 0.9, 0.99):
         assert torch.equal(top_p_filter(scores, p), hf.TopPLogitsWarper(p)(ids, scores.clone()))
+    suppress = [0, 7, 299]
+    assert torch.equal(next_tokens(scores, suppress_tokens=torch.tensor(suppress)),
+                       hf.SuppressTokensLogitsProcessor(suppress)(ids, scores.clone()).argmax(-1))
 
 
 # ----------------------------------------------------------------------------- sampling in generate()
@@ -151,3 +155,35 @@ def test_sampling_matches_transformers_with_the_same_global_seed(model):
 def test_bad_sampling_settings_are_rejected(model, kwargs, match):
     with pytest.raises(ValueError, match=match):
         model.generate(PROMPT, max_new_tokens=2, **kwargs)
+
+
+def test_suppressed_tokens_are_never_generated(model):
+    """The tokens a free run samples most are suppressed: 64 rows x 12 steps never produce one, and greedy
+    decoding takes the best of the rest."""
+    settings = dict(do_sample=True, eos_token_id=[], max_new_tokens=12)
+    free = model.generate(PROMPT.expand(64, -1), generator=torch.Generator().manual_seed(0), **settings)[:, 5:]
+    common = free.flatten().bincount().topk(5).indices
+    assert int(torch.isin(free, common).sum()) > 64  # they were really being sampled
+    held = model.generate(PROMPT.expand(64, -1), generator=torch.Generator().manual_seed(0),
+                          suppress_tokens=common.tolist(), **settings)[:, 5:]
+    assert not bool(torch.isin(held, common).any())
+    greedy = model.generate(PROMPT, max_new_tokens=1, eos_token_id=[])[0, -1]
+    second = model.generate(PROMPT, max_new_tokens=1, eos_token_id=[], suppress_tokens=[int(greedy)])[0, -1]
+    logits = model(PROMPT).logits[0, -1]
+    assert int(second) == int(logits.topk(2).indices[1])
+
+
+def test_the_micro_models_padding_rows_are_the_ids_without_text():
+    from minglm4v import Glm4vProcessor
+    tokenizer = Glm4vProcessor.from_pretrained(REPO / "data" / "micro-model").tokenizer
+    vocab = Glm4vConfig.from_pretrained(REPO / "data" / "micro-model").text_config.vocab_size
+    assert (len(tokenizer), vocab) == (1034, 1040)
+    assert tokenizer.ids_without_text(vocab) == [1034, 1035, 1036, 1037, 1038, 1039]
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        tokenizer.decode([1037])  # why they must never be sampled
+
+
+@pytest.mark.parametrize("ids", [[-1], [10_000], [1.5]])
+def test_bad_suppress_tokens_are_rejected(model, ids):
+    with pytest.raises(ValueError, match="suppress_tokens must be token ids"):
+        model.generate(PROMPT, max_new_tokens=2, suppress_tokens=ids)

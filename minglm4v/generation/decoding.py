@@ -83,11 +83,14 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def next_tokens(logits, seen=None, *, do_sample=False, temperature=1.0, top_k=None, top_p=None,
-                repetition_penalty=1.0, generator=None):
+                repetition_penalty=1.0, generator=None, suppress_tokens=None):
     """logits (B, V) fp32 -> token ids (B,). The warpers only shape the sampling distribution, so
-    greedy decoding ignores them (and generate() refuses them without do_sample)."""
+    greedy decoding ignores them (and generate() refuses them without do_sample). `suppress_tokens`
+    (a tensor of ids) can never be chosen, greedy or sampled."""
     if repetition_penalty != 1.0:
         logits = penalize_repetition(logits, seen, repetition_penalty)
+    if suppress_tokens is not None:
+        logits = logits.index_fill(-1, suppress_tokens, float("-inf"))
     if not do_sample:
         return logits.argmax(dim=-1)
     logits = logits / temperature
@@ -129,7 +132,7 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
              pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None, max_new_tokens=256,
              do_sample=False, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0,
              eos_token_id=None, generator=None, streamer=None, thinking_budget=None, thinking_end_ids=None,
-             cache=None, compile=False):
+             cache=None, compile=False, suppress_tokens=None):
     """Continue each (left-padded) prompt by up to `max_new_tokens` tokens; returns (B, L + new).
 
     A row stops at the first of `eos_token_id` (default: text_config.eos_token_id; [] never stops)
@@ -137,7 +140,9 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     `put(ids)` with the prompt (B, L), then each new token (B,), and `end()`. `thinking_budget` with
     `thinking_end_ids` (ids of `</think>`, `<answer>`) caps the thinking part (see ThinkingBudget).
     `cache`: an empty object with `update` and `length` to fill instead of a new KVCache.
-    `compile=True` runs the decode steps through torch.compile (opt-in: the first call compiles)."""
+    `compile=True` runs the decode steps through torch.compile (opt-in: the first call compiles).
+    `suppress_tokens`: ids never to generate, e.g. the rows of a model's vocabulary that its tokenizer has
+    no text for (`Glm4vTokenizer.ids_without_text`): a model whose vocab_size is padded can sample them."""
     text = model.config.text_config
     eos = text.eos_token_id if eos_token_id is None else eos_token_id
     eos = [eos] if isinstance(eos, int) else list(eos)
@@ -157,6 +162,8 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
         seen = torch.zeros(B, V + 1, dtype=torch.bool, device=device)
         seen = seen.scatter(1, input_ids.masked_fill(attention_mask == 0, V), True)[:, :V]
     eos, pad = torch.tensor(eos, dtype=torch.long, device=device), text.pad_token_id
+    if suppress_tokens is not None:
+        suppress_tokens = _check_suppress(suppress_tokens, V, device)
 
     if streamer is not None:
         streamer.put(input_ids)
@@ -177,7 +184,8 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     tokens, finished = [input_ids], torch.zeros(B, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
         token = next_tokens(_check_logits(logits.float(), step), seen, do_sample=do_sample, temperature=temperature,
-                            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, generator=generator)
+                            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, generator=generator,
+                            suppress_tokens=suppress_tokens)
         if budget is not None:
             token = budget(token)
         token = token.masked_fill(finished, pad)
@@ -253,6 +261,13 @@ def _check_logits(logits, step):
                          f"NaN/inf weights in the checkpoint, NaN/inf pixel values, or float16 overflow (load "
                          f"in bfloat16 or float32)")
     return logits
+
+
+def _check_suppress(ids, vocab, device) -> torch.Tensor:
+    ids = torch.as_tensor(ids, device=device).flatten()
+    if ids.numel() and (ids.is_floating_point() or not bool(((ids >= 0) & (ids < vocab)).all())):
+        raise ValueError(f"suppress_tokens must be token ids in [0, {vocab}), got {ids.tolist()[:8]}")
+    return ids.long()
 
 
 def _check_cache(cache):

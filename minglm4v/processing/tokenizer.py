@@ -125,6 +125,12 @@ class Glm4vTokenizer:
             return [self.convert_ids_to_tokens(i) for i in ids]
         return self.tokenizer.id_to_token(self._checked_ids([ids])[0])
 
+    def ids_without_text(self, vocab_size: int) -> list[int]:
+        """The ids of a model's vocabulary (`vocab_size` rows) that this tokenizer has no text for: checkpoints
+        pad their embedding rows (the micro model has 1,040 rows for 1,034 tokens), and a sampled padding row
+        could not be decoded. Pass them to generate(suppress_tokens=...)."""
+        return list(range(len(self), vocab_size))
+
     @property
     def pad_token_id(self) -> int:
         return self.convert_tokens_to_ids(self.pad_token)

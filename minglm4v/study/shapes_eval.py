@@ -20,6 +20,7 @@ import torch
 
 from ..base.checks import positive_int
 from ..processing.chat_template import parse_boxes, parse_thinking
+from ..training.rewards import box_iou
 from .shapes import COLORS, KINDS, SHAPES, Question, pick_question, random_scene
 
 EVAL_SEED = 1_000_003  # training data comes from small seeds (scripts/train_micro_model.py uses 0)
@@ -27,14 +28,6 @@ _REPLY = re.compile(r"<think>[^<]*</think><answer>(.*)</answer>", re.DOTALL)
 _POSITION = re.compile(r"(top|bottom) (left|center|right) <\|begin_of_box\|>\[\d+,\d+,\d+,\d+\]<\|end_of_box\|>")
 _FORMS = {"count": re.compile(r"[1-3]"), "color": re.compile("|".join(COLORS)),
           "shape": re.compile("|".join(SHAPES)), "yes/no": re.compile("yes|no"), "position": _POSITION}
-
-
-def box_iou(a, b) -> float:
-    """Intersection over union of two (x1, y1, x2, y2) boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True)
