@@ -10,6 +10,7 @@ from .generation.streaming import TextIteratorStreamer, TextStreamer
 from .model.config import Glm4vConfig, TextConfig, VisionConfig
 from .model.config_moe import Glm4vMoeConfig
 from .model.glm4v import Glm4vForConditionalGeneration, Glm4vOutput
+from .model.glm4v_moe import Glm4vMoeForConditionalGeneration
 from .processing.feature import BatchFeature
 from .processing.image import Glm4vImageProcessor
 from .processing.processor import Glm4vProcessor
@@ -18,6 +19,7 @@ from .processing.video import Glm4vVideoProcessor
 from .study.fake_inputs import create_fake_image_inputs, create_fake_text_inputs, create_multimodal_inputs
 
 __all__ = ["AutoModelForImageTextToText", "AutoProcessor", "AutoTokenizer", "BatchFeature", "Glm4vConfig",
-           "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vMoeConfig", "Glm4vOutput", "Glm4vProcessor",
+           "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vMoeConfig",
+           "Glm4vMoeForConditionalGeneration", "Glm4vOutput", "Glm4vProcessor",
            "Glm4vTokenizer", "Glm4vVideoProcessor", "TextConfig", "TextIteratorStreamer", "TextStreamer",
            "VisionConfig", "create_fake_image_inputs", "create_fake_text_inputs", "create_multimodal_inputs"]

@@ -1,19 +1,23 @@
 """`AutoProcessor`, `AutoTokenizer`, `AutoModelForImageTextToText`: transformers' entry points, for the
-one model family minglm4v implements.
+GLM-V families minglm4v implements.
 
 Corresponds to transformers' Auto classes, which read a directory's config.json `model_type` and pick
-the matching class. Here there is one family (GLM-4.1V-Thinking, `model_type` "glm4v"), so they check
-that the directory holds it and hand over to our classes; any other model type is refused clearly:
+the matching class. Here: "glm4v" (GLM-4.1V-Thinking, GLM-4.6V-Flash) and "glm4v_moe" (GLM-4.5V, GLM-4.6V);
+any other model type is refused clearly:
 
-    AutoProcessor.from_pretrained(dir)                 -> Glm4vProcessor
+    AutoProcessor.from_pretrained(dir)                 -> Glm4vProcessor (both families process alike)
     AutoTokenizer.from_pretrained(dir)                 -> Glm4vTokenizer
-    AutoModelForImageTextToText.from_pretrained(dir)   -> Glm4vForConditionalGeneration
+    AutoModelForImageTextToText.from_pretrained(dir)   -> Glm4vForConditionalGeneration or
+                                                          Glm4vMoeForConditionalGeneration
 """
 
 from .base.hub import check_model_type, resolve_directory
 from .model.glm4v import Glm4vForConditionalGeneration
+from .model.glm4v_moe import Glm4vMoeForConditionalGeneration
 from .processing.processor import Glm4vProcessor
 from .processing.tokenizer import Glm4vTokenizer
+
+MODELS = {cls.config_class.model_type: cls for cls in (Glm4vForConditionalGeneration, Glm4vMoeForConditionalGeneration)}
 
 
 class _Auto:
@@ -26,8 +30,11 @@ class _Auto:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         directory = resolve_directory(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("cache_dir"))
-        check_model_type(directory)
-        return cls.target.from_pretrained(directory, **kwargs)
+        return cls.target_for(check_model_type(directory)).from_pretrained(directory, **kwargs)
+
+    @classmethod
+    def target_for(cls, model_type: str | None) -> type:
+        return cls.target
 
 
 class AutoProcessor(_Auto):
@@ -42,6 +49,11 @@ class AutoModelForImageTextToText(_Auto):
     target = Glm4vForConditionalGeneration
 
     @classmethod
+    def target_for(cls, model_type: str | None) -> type:
+        return MODELS.get(model_type, cls.target)
+
+    @classmethod
     def from_config(cls, config) -> Glm4vForConditionalGeneration:
-        """A randomly initialised model of `config` (a Glm4vConfig), as transformers' from_config."""
-        return Glm4vForConditionalGeneration(config)
+        """A randomly initialised model of `config` (a Glm4vConfig or Glm4vMoeConfig), as transformers'
+        from_config."""
+        return cls.target_for(getattr(config, "model_type", None))(config)

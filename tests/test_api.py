@@ -32,7 +32,8 @@ PHOTO = REPO / "data" / "images" / "shapes.png"  # a blue triangle, a red circle
 ANSWER = ("<think>3 shapes: blue triangle top left [130,160,400,430]; red circle top right [670,110,890,330]; "
           "yellow square bottom center [430,620,700,890]</think><answer>circle</answer><|user|>")
 PUBLIC = ["AutoModelForImageTextToText", "AutoProcessor", "AutoTokenizer", "BatchFeature", "Glm4vConfig",
-          "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vMoeConfig", "Glm4vOutput", "Glm4vProcessor",
+          "Glm4vForConditionalGeneration", "Glm4vImageProcessor", "Glm4vMoeConfig",
+          "Glm4vMoeForConditionalGeneration", "Glm4vOutput", "Glm4vProcessor",
           "Glm4vTokenizer", "Glm4vVideoProcessor", "TextConfig", "TextIteratorStreamer", "TextStreamer", "VisionConfig",
           "create_fake_image_inputs", "create_fake_text_inputs", "create_multimodal_inputs"]
 
@@ -234,9 +235,9 @@ def test_from_pretrained_keywords(micro):
 def test_auto_classes_refuse_other_models(tmp_path):
     assert isinstance(AutoTokenizer.from_pretrained(MICRO), Glm4vTokenizer)
     assert isinstance(AutoProcessor.from_pretrained(MICRO), Glm4vProcessor)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "glm4v_moe"}))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
     for auto in (AutoModelForImageTextToText, AutoProcessor, AutoTokenizer):
-        with pytest.raises(ValueError, match="holds a 'glm4v_moe' model .* implements only \\['glm4v'\\]"):
+        with pytest.raises(ValueError, match="holds a 'qwen2_vl' model .* implements only \\['glm4v', 'glm4v_moe'\\]"):
             auto.from_pretrained(tmp_path)
     with pytest.raises(TypeError, match=r"use AutoProcessor.from_pretrained\(dir\)"):
         AutoProcessor()

@@ -39,6 +39,7 @@ def transformers_moe(cfg, ours: MoE):
     from transformers import Glm4vMoeConfig as HFConfig
     from transformers.models.glm4v_moe.modeling_glm4v_moe import Glm4vMoeTextMoE
     hf_text = HFConfig.from_dict(dataclasses.replace(Glm4vMoeConfig.tiny(), text_config=cfg).to_dict()).text_config
+    hf_text._experts_implementation = "grouped_mm"  # what from_pretrained picks by default
     hf = Glm4vMoeTextMoE(hf_text).eval()
     with torch.no_grad():
         hf.gate.weight.copy_(ours.gate.weight)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .checks import read_json
 
-MODEL_TYPES = ("glm4v",)  # config.json "model_type" of GLM-4.1V-Thinking (and GLM-4.6V-Flash)
+# config.json "model_type" of GLM-4.1V-Thinking (and GLM-4.6V-Flash), and of GLM-4.5V / GLM-4.6V
+MODEL_TYPES = ("glm4v", "glm4v_moe")
 
 # transformers from_pretrained arguments that change nothing here: we never download, never run code
 # from the hub, and always load the fast (Rust) tokenizer. Accepted so transformers code runs unchanged.
@@ -75,13 +76,17 @@ def check_kwargs(kwargs: dict, where: str) -> None:
                         f"here: {sorted(HARMLESS_KWARGS)}")
 
 
-def check_model_type(directory: Path) -> None:
-    """Refuse a directory whose config.json names another model family (GLM-4.5V, Qwen2-VL, ...)."""
+def check_model_type(directory: Path, expected: str | None = None) -> str | None:
+    """The config.json `model_type` of a directory (None if it has no config.json), refusing one we do not
+    implement (Qwen2-VL, ...) and, given `expected`, any other than that one."""
     path = directory / "config.json"
     if not path.is_file():
-        return  # a tokenizer- or processor-only directory: nothing says which model it belongs to
-    expected = "a GLM-4.1V config.json with 'text_config' and 'vision_config'"
-    model_type = read_json(path, expected).get("model_type")
+        return None  # a tokenizer- or processor-only directory: nothing says which model it belongs to
+    model_type = read_json(path, "a GLM-4.1V config.json with 'text_config' and 'vision_config'").get("model_type")
     if model_type is not None and model_type not in MODEL_TYPES:
         raise ValueError(f"{directory} holds a {model_type!r} model (config.json model_type); minglm4v implements "
-                         f"only {list(MODEL_TYPES)} (GLM-4.1V-Thinking). Use transformers for other models")
+                         f"only {list(MODEL_TYPES)} (GLM-4.1V, GLM-4.5V/4.6V). Use transformers for other models")
+    if expected is not None and model_type not in (None, expected):
+        raise ValueError(f"{directory} holds a {model_type!r} model, not {expected!r}; load it with "
+                         f"AutoModelForImageTextToText.from_pretrained, which picks the class by model_type")
+    return model_type

@@ -28,6 +28,8 @@ from .rope import apply_mrope, mrope_cos_sin
 
 
 class Attention(nn.Module):
+    rotate = staticmethod(apply_mrope)  # GLM-4.5V's attention (decoder_moe.py) rotates the other way
+
     def __init__(self, cfg: TextConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
@@ -46,7 +48,7 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, L, self.heads, -1).transpose(1, 2)
         k = self.k_proj(x).view(B, L, self.kv_heads, -1).transpose(1, 2)
         v = self.v_proj(x).view(B, L, self.kv_heads, -1).transpose(1, 2)
-        return apply_mrope(q, cos, sin), apply_mrope(k, cos, sin), v
+        return self.rotate(q, cos, sin), self.rotate(k, cos, sin), v
 
     def forward(self, x, cos, sin, mask, cache=None):
         q, k, v = self.project(x, cos, sin)
@@ -109,11 +111,13 @@ def causal_mask(attention_mask, q_len: int, past: int, dtype, device=None):
 
 
 class Glm4vTextModel(nn.Module):
+    layer_class = DecoderLayer  # GLM-4.5V's text model (decoder_moe.py) builds its own layers
+
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(self.layer_class(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.gradient_checkpointing = False  # see Glm4vForConditionalGeneration.gradient_checkpointing_enable
 

@@ -36,17 +36,24 @@ class Glm4vOutput:
 class Glm4vModel(nn.Module):
     """Container whose attribute names give the `model.visual.*` / `model.language_model.*` keys."""
 
-    def __init__(self, config: Glm4vConfig):
+    def __init__(self, config: Glm4vConfig, text_model_class: type = Glm4vTextModel):
         super().__init__()
         self.visual = Glm4vVisionModel(config.vision_config)
-        self.language_model = Glm4vTextModel(config.text_config)
+        self.language_model = text_model_class(config.text_config)
 
 
 class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
+    # what the GLM-4.5V subclass (glm4v_moe.Glm4vMoeForConditionalGeneration) replaces
+    config_class = Glm4vConfig
+    text_model_class = Glm4vTextModel
+
     def __init__(self, config: Glm4vConfig):
         super().__init__()
+        if type(config) is not self.config_class:
+            raise TypeError(f"{type(self).__name__} is built from a {self.config_class.__name__}, got a "
+                            f"{type(config).__name__}; AutoModelForImageTextToText.from_config picks the class")
         self.config = config
-        self.model = Glm4vModel(config)
+        self.model = Glm4vModel(config, self.text_model_class)
         self.lm_head = Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
 
     # the decoding loop lives in generation/decoding.py and drives the decoder through its seam

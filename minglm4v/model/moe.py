@@ -40,6 +40,7 @@ class Router(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size, dtype=torch.float32))
+        nn.init.normal_(self.weight, std=0.02)  # transformers' initialisation of the router
         self.register_buffer("e_score_correction_bias", torch.zeros(cfg.n_routed_experts, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -64,20 +65,18 @@ def dispatch(x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, modu
     """x (N, D), experts and weights (N, k) -> sum_j weights[:, j] * modules[experts[:, j]](x): (N, D).
 
     The N * k (token, expert) pairs are sorted by expert; expert e then runs once, on the rows of its
-    run of pairs, and adds its weighted outputs back to those tokens. Experts are visited in order, so
-    a token's k outputs are summed in the order of their expert index (as transformers sums them)."""
+    run of pairs. Each pair's weighted output is kept in fp32 (the weights are fp32) and a token's k
+    outputs are summed there, in slot order, before the cast back to x's dtype: what transformers'
+    default ("grouped_mm") experts do, so bf16 results agree bit for bit."""
     k = experts.shape[1]
     pairs = rearrange(experts, "n k -> (n k)").argsort(stable=True)  # pair p = token p // k, slot p % k
     counts = torch.bincount(experts.flatten(), minlength=len(modules)).tolist()
     flat_weights = rearrange(weights, "n k -> (n k)")
-    out = torch.zeros_like(x)
+    out = x.new_zeros(len(pairs), x.shape[1], dtype=torch.promote_types(x.dtype, weights.dtype))  # (N k, D)
     for expert, run in zip(modules, pairs.split(counts), strict=True):
-        if len(run) == 0:
-            continue
-        tokens = run // k
-        y = expert(x[tokens]) * flat_weights[run, None]  # fp32 weights: the product is fp32, as in GLM
-        out.index_add_(0, tokens, y.to(out.dtype))
-    return out
+        if len(run):  # an expert no token chose does not run
+            out[run] = expert(x[run // k]) * flat_weights[run, None]
+    return rearrange(out, "(n k) d -> n k d", k=k).sum(1).to(x.dtype)
 
 
 class MoE(nn.Module):

@@ -8,6 +8,9 @@
   stream that `mrope_section` assigns to it, and pairs (2j, 2j+1) of the first `rotary_dim` dims of
   each head are rotated (GPT-J interleaved convention). Corresponds to `Glm4vTextRotaryEmbedding`
   and `apply_multimodal_rotary_pos_emb`.
+* Text, GLM-4.5V: the same angles, but dims m and m + rotary_dim/2 form the pairs (NeoX `rotate_half`
+  on the rotary part): `mrope_cos_sin_halves` / `apply_mrope_halves`; transformers' `Glm4vMoeTextRotaryEmbedding`
+  and the `apply_rotary_pos_emb` of `glm4v_moe`.
 * `get_rope_index(...)` -> position_ids (3, B, L), rope_deltas (B, 1). Corresponds to
   `Glm4vModel.get_rope_index`.
 """
@@ -57,16 +60,21 @@ def apply_vision_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> 
 
 
 # ----------------------------------------------------------------------------- text: 3-D M-RoPE
+def mrope_angles(position_ids: torch.Tensor, rotary_dim: int, theta: float, mrope_section) -> torch.Tensor:
+    """position_ids (3, B, L) -> angle a_j of every rotary frequency j: (B, L, rotary_dim/2), fp32.
+    Frequency j reads its position from the stream (t, h or w) that mrope_section assigns to it."""
+    inv_freq = inverse_frequencies(rotary_dim, theta)  # (rotary_dim/2,)
+    angles = position_ids.float()[..., None] * inv_freq  # (3, B, L, rotary_dim/2)
+    stream = torch.repeat_interleave(torch.arange(3), torch.tensor(mrope_section))  # (rotary_dim/2,)
+    return angles.gather(0, repeat(stream, "j -> 1 b l j", b=angles.shape[1], l=angles.shape[2]))[0]
+
+
 def mrope_cos_sin(position_ids: torch.Tensor, rotary_dim: int, theta: float, mrope_section, dtype,
                   head_dim: int | None = None):
     """position_ids (3, B, L) -> cos, sin (B, 1, L, head_dim or rotary_dim), laid out per dim: pair
     (2j, 2j+1) has angle a_j, so cos holds (cos a_j, cos a_j) and sin holds (-sin a_j, +sin a_j) there;
     with head_dim, the dims past rotary_dim get cos 1, sin 0 and pass through apply_mrope unchanged."""
-    inv_freq = inverse_frequencies(rotary_dim, theta)  # (rotary_dim/2,)
-    angles = position_ids.float()[..., None] * inv_freq  # (3, B, L, rotary_dim/2)
-    # frequency j reads the stream (t, h or w) that mrope_section assigns to it
-    stream = torch.repeat_interleave(torch.arange(3), torch.tensor(mrope_section))  # (rotary_dim/2,)
-    angles = angles.gather(0, repeat(stream, "j -> 1 b l j", b=angles.shape[1], l=angles.shape[2]))[0]
+    angles = mrope_angles(position_ids, rotary_dim, theta, mrope_section)
     cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)  # (B, L, rotary_dim/2)
     # computed once per forward (once per generation when decoding), so that every layer's rotation is
     # two multiplies and an add over the whole head: no splitting off and re-joining the rotated part
@@ -83,6 +91,22 @@ def apply_mrope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x2, x1) in every pair
     # why interleaved: the HF checkpoint permuted q/k rows for GPT-J pairs; rotate-half here breaks images
     return x * cos + swapped * sin
+
+
+def mrope_cos_sin_halves(position_ids: torch.Tensor, rotary_dim: int, theta: float, mrope_section, dtype):
+    """GLM-4.5V's layout of the same angles: position_ids (3, B, L) -> cos, sin (B, 1, L, rotary_dim) with
+    dims m and m + rotary_dim/2 sharing angle a_m (the NeoX `rotate_half` convention)."""
+    angles = mrope_angles(position_ids, rotary_dim, theta, mrope_section)
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    return repeat(cos, "b l j -> b 1 l (two j)", two=2), repeat(sin, "b l j -> b 1 l (two j)", two=2)
+
+
+def apply_mrope_halves(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, heads, L, head_dim), cos/sin (B, 1, L, rotary_dim) from mrope_cos_sin_halves: the first
+    rotary_dim dims of each head turn by rotate_half, the rest pass through. (GLM-4.5V's checkpoints
+    were converted for this convention; GLM-4.1V's for the interleaved pairs of apply_mrope.)"""
+    rotated, rest = x[..., :cos.shape[-1]], x[..., cos.shape[-1]:]
+    return torch.cat([rotated * cos + rotate_half(rotated) * sin, rest], dim=-1)
 
 
 # ----------------------------------------------------------------------------- get_rope_index

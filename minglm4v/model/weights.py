@@ -24,7 +24,6 @@ from torch.overrides import TorchFunctionMode
 
 from ..base.checks import read_json
 from ..base.hub import check_kwargs, check_model_type, resolve_directory
-from .config import Glm4vConfig
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -175,8 +174,9 @@ class SkipRandomInit(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def read_tensors(files: list[Path], dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    """Every tensor of the (already checked) safetensors `files` by name, in `dtype`, on `device`.
+def read_tensors(files: list[Path], dtypes: dict[str, torch.dtype], device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors named in `dtypes` of the (already checked) safetensors `files`, each in its dtype there,
+    on `device`; the files' other tensors are not read.
 
     Each file is memory-mapped. A tensor kept in its stored dtype on the CPU is a view of the map:
     nothing is read or copied now; the OS pages it in when it is first used (and can drop it again, the
@@ -193,7 +193,9 @@ def read_tensors(files: list[Path], dtype: torch.dtype, device: torch.device) ->
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)  # copy-on-write: the file stays as is
         header.pop("__metadata__", None)
         for name, entry in header.items():
-            stored, (begin, end) = _FLOAT_DTYPES[entry["dtype"]], entry["data_offsets"]
+            if name not in dtypes:
+                continue
+            dtype, stored, (begin, end) = dtypes[name], _FLOAT_DTYPES[entry["dtype"]], entry["data_offsets"]
             count = (end - begin) // stored.itemsize
             if stored == dtype and device.type == "cpu":
                 tensors[name] = (torch.frombuffer(mapped, dtype=stored, count=count, offset=start + begin)
@@ -225,6 +227,12 @@ def _empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 class PretrainedMixin:
     """Adds `from_pretrained` / `save_pretrained`, `device` and `dtype` to `Glm4vForConditionalGeneration`."""
 
+    fp32_keys: tuple[str, ...] = ()  # key endings loaded in fp32 whatever the dtype (GLM-4.5V: its router)
+
+    def skipped_key(self, key: str) -> bool:
+        """Whether a checkpoint tensor is deliberately not loaded (GLM-4.1V: none)."""
+        return False
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -241,8 +249,8 @@ class PretrainedMixin:
         real model); `device_map` (None, "auto", "cpu", "cuda", a device) to the CPU."""
         check_kwargs(kwargs, f"{cls.__name__}.from_pretrained")
         directory = resolve_directory(pretrained_model_name_or_path, revision, cache_dir)
-        check_model_type(directory)
-        config = Glm4vConfig.from_pretrained(directory)
+        check_model_type(directory, cls.config_class.model_type)
+        config = cls.config_class.from_pretrained(directory)
         files = checkpoint_files(directory)
         dtype, device = _resolve_dtype(dtype, torch_dtype), _resolve_device_map(device_map)
         with torch.device("meta"), SkipRandomInit():
@@ -250,6 +258,7 @@ class PretrainedMixin:
         expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
         unexpected, wrong_shape = [], []
         tensors = checkpoint_tensors(files)  # check names and shapes first, without reading any tensor data
+        tensors = {key: info for key, info in tensors.items() if not model.skipped_key(key)}
         for key, (shape, _) in tensors.items():
             if key not in expected:
                 unexpected.append(key)
@@ -260,8 +269,10 @@ class PretrainedMixin:
             raise ValueError(f"checkpoint in {directory} does not fit its config.json:"
                              + _listing("missing tensors", missing) + _listing("unexpected tensors", unexpected)
                              + _listing("wrong shapes", wrong_shape))
-        dtype = model_dtype(tensors, directory, dtype)
-        model.load_state_dict(read_tensors(files, dtype, device), assign=True)  # replaces the meta tensors
+        fp32 = {key for key in tensors if key.endswith(model.fp32_keys)}
+        dtype = model_dtype({k: info for k, info in tensors.items() if k not in fp32}, directory, dtype)
+        dtypes = {key: torch.float32 if key in fp32 else dtype for key in tensors}
+        model.load_state_dict(read_tensors(files, dtypes, device), assign=True)  # replaces the meta tensors
         model.config.dtype = str(dtype).removeprefix("torch.")
         return model.eval()
 

@@ -1,0 +1,32 @@
+"""GLM-4.5V / GLM-4.6V: GLM-4.1V's model (glm4v.py) with the mixture-of-experts decoder of decoder_moe.py.
+
+Corresponds to transformers' `Glm4vMoeForConditionalGeneration` (`model_type` "glm4v_moe"). The vision
+tower, the merger, get_rope_index, the forward pass and generation are GLM-4.1V's; what changes:
+
+    config            Glm4vMoeConfig (config_moe.py)
+    text model        Glm4vMoeTextModel (decoder_moe.py)
+    router in fp32    mlp.gate.weight and mlp.gate.e_score_correction_bias load in fp32 whatever the dtype
+    MTP layer skipped the hub checkpoints carry one more decoder layer after the last (GLM-4.5V: layer 46),
+                      trained to predict a second token ahead for speculative decoding. Plain decoding
+                      never runs it (transformers does not load it either), so its tensors are not read.
+"""
+
+import re
+
+from .config_moe import Glm4vMoeConfig
+from .decoder_moe import Glm4vMoeTextModel
+from .glm4v import Glm4vForConditionalGeneration
+from .moe import FP32_KEYS
+
+_LAYER = re.compile(r"model\.language_model\.layers\.(\d+)\.")
+
+
+class Glm4vMoeForConditionalGeneration(Glm4vForConditionalGeneration):
+    config_class = Glm4vMoeConfig
+    text_model_class = Glm4vMoeTextModel
+    fp32_keys = FP32_KEYS
+
+    def skipped_key(self, key: str) -> bool:
+        """The multi-token-prediction layer's tensors (any layer index past the last decoder layer)."""
+        layer = _LAYER.match(key)
+        return layer is not None and int(layer.group(1)) >= self.config.text_config.num_hidden_layers
