@@ -132,9 +132,14 @@ class Glm4vTextModel(nn.Module):
         cos, sin (B, 1, L, head_dim) of position_ids (3, B, L), and the additive mask (B, 1, L, past + L)
         from the 0/1 padding mask (B, past + L), or None where plain causal attention suffices.
         Generation calls it once for all of its new tokens; decode step k takes row k of each."""
-        c = self.cfg
-        cos, sin = mrope_cos_sin(position_ids, c.rotary_dim, c.rope_theta, c.mrope_section, dtype, c.head_dim)
+        cos, sin = self.rotary(position_ids, dtype)
         return cos, sin, attention_mask_4d(attention_mask, position_ids.shape[-1], past, dtype)
+
+    def rotary(self, position_ids, dtype):
+        """position_ids (3, B, L) -> the M-RoPE tables cos, sin (B, 1, L, head_dim) in apply_mrope's layout
+        (GLM-4.5V's text model, decoder_moe.py, lays them out for its own rotation)."""
+        c = self.cfg
+        return mrope_cos_sin(position_ids, c.rotary_dim, c.rope_theta, c.mrope_section, dtype, c.head_dim)
 
     def step(self, inputs_embeds, cos, sin, mask=None, cache=None):
         """The layers and the final norm over L new tokens: inputs_embeds (B, L, D), the tables and mask
