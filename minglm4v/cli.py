@@ -6,7 +6,8 @@
     check DIR    run minglm4v and transformers on the same checkpoint and input and print the
                  largest difference after every component (compare.py; the tool for real 9B weights)
     train --model DIR --data FILE.jsonl --output-dir OUT   fine-tune (see minglm4v/training/train.py)
-    eval-shapes [DIR]   accuracy per question kind on fresh shapes-world pictures (minglm4v.study.shapes_eval)
+    eval-shapes [DIR] [--renderer shapes|varied|other]   accuracy per question kind on fresh shapes-world
+                 pictures (minglm4v.study.shapes_eval)
 
 DIR is an HF-layout model directory: config.json, safetensors, tokenizer files and
 preprocessor_config.json (a GLM-4.1V-9B-Thinking download works unchanged). Without --model, chat
@@ -30,7 +31,7 @@ from .processing.chat_template import parse_thinking
 from .processing.processor import Glm4vProcessor
 from .processing.video import load_video
 from .study.compare import compare_checkpoint, table
-from .study.shapes_eval import EVAL_SEED
+from .study.shapes_eval import EVAL_SEED, RENDERERS
 from .study.shapes_eval import main as eval_shapes
 from .training import train
 
@@ -229,6 +230,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("dir", nargs="?", default=str(DEFAULT_MODEL), help="model directory (default: the micro model)")
     e.add_argument("--pictures", type=int, default=500)
     e.add_argument("--seed", type=int, default=EVAL_SEED, help="never one used to make training data")
+    e.add_argument("--renderer", default="shapes", choices=list(RENDERERS),
+                   help="who draws the pictures: the training world (default), it with more variation, "
+                        "or an independent renderer (transfer)")
     for command in (c, k):
         command.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
         command.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
@@ -240,7 +244,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "eval-shapes":
-            return eval_shapes(_model_dir(args.dir), args.pictures, args.seed)
+            return eval_shapes(_model_dir(args.dir), args.pictures, args.seed, renderer=args.renderer)
         return {"chat": chat, "info": info, "check": check, "train": train.run}[args.command](args)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, and keep Python's exit flush quiet too
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

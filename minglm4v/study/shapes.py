@@ -3,11 +3,16 @@ JSON Lines format GLM-4.1V fine-tuning tools use. No transformers counterpart.
 
     random_scene(rng)  -> Scene: a square picture of 112..224 px, 1-3 non-overlapping filled shapes
                           from {circle, square, triangle} x {red, green, blue, yellow} on white
+    random_scene(rng, varied=True) -> the same world with the variation real pictures have (VARIED):
+                          darker and lighter shades, smaller and larger shapes, narrower and wider
+                          margins, anti-aliased edges
     scene.image()      -> PIL RGB image
     describe(scene)    -> "2 shapes: red circle top left [80,120,310,350]; blue square bottom right
                           [600,550,900,850]" (the <think> part)
     questions(scene)   -> [Question(kind, text, answer), ...] every question the templates allow
     write_dataset(dir, pictures, seed)  -> dir/train.jsonl + dir/images/*.png
+    write_rl_dataset(dir, pictures, seed) -> dir/rl.jsonl + dir/images/*.png: the user turn only and
+                          the "answer" as it appears inside <answer> (the `rl` command's data)
 
 The five question templates and their answers:
 
@@ -47,6 +52,11 @@ SHADE = 30  # each channel of a shape's colour varies by up to this much
 SIDE = (0.18, 0.36)  # a shape's side (its box is square) as a fraction of the picture side
 GAP = 0.03  # smallest gap between two shapes' boxes, and between a shape and the picture's edge
 MARGIN = 0.04  # smallest distance of a centre from the lines x = 1/3, 2/3 and y = 1/2
+# random_scene(varied=True): per shape, a brightness factor times the colour, then SHADE per channel;
+# per picture, the smallest gap (to the edge and between shapes); shape sides; edges drawn SMOOTH times
+# larger, then averaged down. The position-word MARGIN stays: every position word keeps one right answer.
+VARIED = dict(brightness=(0.7, 1.15), gap=(0.01, 0.07), side=(0.12, 0.42))
+SMOOTH = 4
 
 
 @dataclass(frozen=True)
@@ -70,12 +80,14 @@ class Shape:
 class Scene:
     size: int  # the picture is size x size pixels
     shapes: tuple[Shape, ...]  # in reading order
+    smooth: bool = False  # anti-aliased edges: drawn SMOOTH times larger, then each SMOOTH x SMOOTH block averaged
 
     def image(self) -> Image.Image:
-        image = Image.new("RGB", (self.size, self.size), (255, 255, 255))
+        scale = SMOOTH if self.smooth else 1
+        image = Image.new("RGB", (self.size * scale, self.size * scale), (255, 255, 255))
         pen = ImageDraw.Draw(image)
         for s in self.shapes:
-            x1, y1, x2, y2 = s.box
+            x1, y1, x2, y2 = (v * scale for v in s.box)
             corners = [x1, y1, x2 - 1, y2 - 1]  # PIL includes the last pixel row and column
             if s.kind == "circle":
                 pen.ellipse(corners, fill=s.fill)
@@ -83,43 +95,48 @@ class Scene:
                 pen.rectangle(corners, fill=s.fill)
             else:  # pointing up, base along the bottom of the box
                 pen.polygon([(x1, y2 - 1), (x2 - 1, y2 - 1), ((x1 + x2 - 1) / 2, y1)], fill=s.fill)
-        return image
+        return image.reduce(scale) if scale > 1 else image
 
     def find(self, kind: str | None = None, color: str | None = None) -> list[Shape]:
         return [s for s in self.shapes if kind in (None, s.kind) and color in (None, s.color)]
 
 
-def _fits(box, boxes, size) -> bool:
+def _fits(box, boxes, size, gap=GAP) -> bool:
     x1, y1, x2, y2 = box
     cx, cy = (x1 + x2) / 2 / size, (y1 + y2) / 2 / size
     if min(abs(cx - 1 / 3), abs(cx - 2 / 3), abs(cy - 0.5)) < MARGIN:
         return False
-    gap = GAP * size
+    gap = gap * size
     return all(x2 + gap <= a1 or a2 + gap <= x1 or y2 + gap <= b1 or b2 + gap <= y1 for a1, b1, a2, b2 in boxes)
 
 
-def random_scene(rng: random.Random) -> Scene:
-    """A picture of 1-3 shapes, drawn from `rng` alone (the same seed gives the same scene)."""
+def random_scene(rng: random.Random, varied: bool = False) -> Scene:
+    """A picture of 1-3 shapes, drawn from `rng` alone (the same seed gives the same scene).
+    `varied`: with the variation of VARIED and anti-aliased edges (the plain world draws the same
+    numbers from `rng` as before this option existed, so its pictures are unchanged)."""
     size = rng.randint(*SIZES)
     count = rng.randint(1, 3)
+    gap, sides = (rng.uniform(*VARIED["gap"]), VARIED["side"]) if varied else (GAP, SIDE)
     while True:  # a few crowded draws fail to place every shape; start over
         boxes, shapes = [], []
         for _ in range(count):
-            side = round(rng.uniform(*SIDE) * size)
+            side = round(rng.uniform(*sides) * size)
             for _ in range(100):
-                x1 = rng.randint(round(GAP * size), size - side - round(GAP * size))
-                y1 = rng.randint(round(GAP * size), size - side - round(GAP * size))
+                x1 = rng.randint(round(gap * size), size - side - round(gap * size))
+                y1 = rng.randint(round(gap * size), size - side - round(gap * size))
                 box = (x1, y1, x1 + side, y1 + side)
-                if _fits(box, boxes, size):
+                if _fits(box, boxes, size, gap):
                     break
             else:
                 break
             boxes.append(box)
             color = rng.choice(list(COLORS))
-            fill = tuple(min(255, max(0, c + rng.randint(-SHADE, SHADE))) for c in COLORS[color])
+            bright = rng.uniform(*VARIED["brightness"]) if varied else 1
+            fill = tuple(min(255, max(0, round(c * bright) + rng.randint(-SHADE, SHADE))) for c in COLORS[color])
             shapes.append(Shape(rng.choice(SHAPES), color, box, fill))
         if len(shapes) == count:
-            return Scene(size, tuple(sorted(shapes, key=lambda s: (s.where(size).split()[0] == "bottom", s.box[0]))))
+            order = sorted(shapes, key=lambda s: (s.where(size).split()[0] == "bottom", s.box[0]))
+            return Scene(size, tuple(order), smooth=varied)
 
 
 def describe(scene: Scene) -> str:
@@ -193,26 +210,51 @@ def _check_kind_weights(weights: dict[str, float] | None) -> None:
         raise ValueError("kind_weights are all 0: give at least one question kind a positive weight")
 
 
-def write_dataset(directory, pictures: int, seed: int, per_picture: int = 2,
-                  kind_weights: dict[str, float] | None = None) -> Path:
-    """Write `pictures` PNGs to directory/images and `per_picture` questions about each (a kind drawn
-    uniformly or by `kind_weights`, then a random question of that kind) to directory/train.jsonl;
-    returns the JSONL path."""
+def _pictures_and_questions(directory, pictures: int, seed: int, per_picture: int,
+                            kind_weights: dict[str, float] | None, varied: bool):
+    """Check the arguments, make directory/images; then, lazily, save `pictures` PNGs there and yield
+    (image name, scene, question) `per_picture` times for each."""
     positive_int(pictures, "pictures"), positive_int(per_picture, "per_picture")
     _check_kind_weights(kind_weights)
-    directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    path = directory / "train.jsonl"
-    with path.open("w") as out:
+
+    def lines():
+        rng = random.Random(seed)
         for i in range(pictures):
-            scene = random_scene(rng)
+            scene = random_scene(rng, varied)
             name = f"images/{i:06d}.png"
             scene.image().save(directory / name)
             for _ in range(per_picture):
                 while (question := pick_question(scene, rng, _draw_kind(rng, kind_weights))) is None:
                     pass
-                messages = [{"role": "user", "content": "<image>" + question.text},
-                            {"role": "assistant", "content": target(scene, question)}]
-                out.write(json.dumps({"messages": messages, "images": [name]}) + "\n")
+                yield name, scene, question
+    return lines()
+
+
+def write_dataset(directory, pictures: int, seed: int, per_picture: int = 2,
+                  kind_weights: dict[str, float] | None = None, varied: bool = False) -> Path:
+    """Write `pictures` PNGs to directory/images and `per_picture` questions about each (a kind drawn
+    uniformly or by `kind_weights`, then a random question of that kind) to directory/train.jsonl;
+    returns the JSONL path. `varied`: pictures from `random_scene(rng, varied=True)`."""
+    path = Path(directory) / "train.jsonl"
+    lines = _pictures_and_questions(Path(directory), pictures, seed, per_picture, kind_weights, varied)
+    with path.open("w") as out:
+        for name, scene, question in lines:
+            messages = [{"role": "user", "content": "<image>" + question.text},
+                        {"role": "assistant", "content": target(scene, question)}]
+            out.write(json.dumps({"messages": messages, "images": [name]}) + "\n")
+    return path
+
+
+def write_rl_dataset(directory, pictures: int, seed: int, per_picture: int = 2,
+                     kind_weights: dict[str, float] | None = None, varied: bool = True) -> Path:
+    """Like write_dataset, for reinforcement learning (`python -m minglm4v rl`): each line holds only the
+    user turn and the reference `answer` as it appears inside <answer> (boxes included), to directory/rl.jsonl.
+    Varied pictures by default: RL on pictures the model already solves teaches it nothing."""
+    path = Path(directory) / "rl.jsonl"
+    lines = _pictures_and_questions(Path(directory), pictures, seed, per_picture, kind_weights, varied)
+    with path.open("w") as out:
+        for name, _, question in lines:
+            messages = [{"role": "user", "content": "<image>" + question.text}]
+            out.write(json.dumps({"messages": messages, "images": [name], "answer": question.answer}) + "\n")
     return path

@@ -2,9 +2,12 @@
 kind, greedy answers, one table. Behind `python -m minglm4v eval-shapes [DIR]`. No transformers
 counterpart.
 
-    evaluate(model, processor, pictures=500, seed=EVAL_SEED) -> [Graded, ...]
+    evaluate(model, processor, pictures=500, seed=EVAL_SEED, renderer="shapes") -> [Graded, ...]
         each picture gets one question of every kind it allows (count and yes/no always; color,
-        shape and position when the scene has a unique subject), answered by greedy generation
+        shape and position when the scene has a unique subject), answered by greedy generation;
+        the pictures come from one of RENDERERS: "shapes" (the world the micro model trained on),
+        "varied" (the same with the variation of shapes.VARIED) or "other" (an independent
+        renderer, minglm4v.study.shapes_other: what transfers to pictures drawn by other code)
     summarize(graded) -> {"count": (right, asked), ..., "box IoU >= 0.5": ..., "well-formed": ...}
     format_table(summary) -> the printed table
 
@@ -15,17 +18,20 @@ form its question asks for (a number, a colour, a shape, yes/no, or position wor
 import random
 import re
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from ..base.checks import positive_int
 from ..processing.chat_template import parse_boxes, parse_thinking
 from ..training.rewards import box_iou
+from . import shapes_other
 from .shapes import COLORS, KINDS, SHAPES, Question, pick_question, random_scene
 
 EVAL_SEED = 1_000_003  # training data comes from small seeds (scripts/train_micro_model.py uses 0)
 _REPLY = re.compile(r"<think>[^<]*</think><answer>(.*)</answer>", re.DOTALL)
 _POSITION = re.compile(r"(top|bottom) (left|center|right) <\|begin_of_box\|>\[\d+,\d+,\d+,\d+\]<\|end_of_box\|>")
+RENDERERS = {"shapes": random_scene, "varied": partial(random_scene, varied=True), "other": shapes_other.random_scene}
 _FORMS = {"count": re.compile(r"[1-3]"), "color": re.compile("|".join(COLORS)),
           "shape": re.compile("|".join(SHAPES)), "yes/no": re.compile("yes|no"), "position": _POSITION}
 
@@ -51,13 +57,16 @@ def grade(question: Question, reply: str) -> Graded:
                   box_iou(boxes[0], truth) if boxes else 0.0)
 
 
-def eval_questions(pictures: int, seed: int) -> list[tuple]:
-    """(scene, question) pairs: for each of `pictures` fresh scenes, one question of each kind it allows."""
+def eval_questions(pictures: int, seed: int, renderer: str = "shapes") -> list[tuple]:
+    """(scene, question) pairs: for each of `pictures` fresh scenes drawn by RENDERERS[renderer], one
+    question of each kind it allows."""
     positive_int(pictures, "pictures")
+    if renderer not in RENDERERS:
+        raise ValueError(f"unknown renderer {renderer!r}: choose one of {', '.join(RENDERERS)}")
     rng = random.Random(seed)
     pairs = []
     for _ in range(pictures):
-        scene = random_scene(rng)
+        scene = RENDERERS[renderer](rng)
         pairs += [(scene, q) for kind in KINDS if (q := pick_question(scene, rng, kind)) is not None]
     return pairs
 
@@ -74,9 +83,9 @@ def answer(model, processor, images, texts, max_new_tokens: int = 96) -> list[st
 
 
 def evaluate(model, processor, pictures: int = 500, seed: int = EVAL_SEED, batch_size: int = 64,
-             progress=None) -> list[Graded]:
-    """Ask every question of `eval_questions(pictures, seed)`; `progress(done, total)` after each batch."""
-    pairs = eval_questions(pictures, seed)
+             progress=None, renderer: str = "shapes") -> list[Graded]:
+    """Ask every question of `eval_questions(pictures, seed, renderer)`; `progress(done, total)` after each batch."""
+    pairs = eval_questions(pictures, seed, renderer)
     graded = []
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start:start + batch_size]
@@ -105,7 +114,7 @@ def format_table(summary: dict[str, tuple[int, int]]) -> str:
     return "\n".join(rows)
 
 
-def main(directory, pictures: int, seed: int, batch_size: int = 64) -> int:
+def main(directory, pictures: int, seed: int, batch_size: int = 64, renderer: str = "shapes") -> int:
     """Load a model directory, evaluate it, print the table (progress goes to stderr)."""
     import sys
 
@@ -113,9 +122,10 @@ def main(directory, pictures: int, seed: int, batch_size: int = 64) -> int:
     from ..processing.processor import Glm4vProcessor
     model = Glm4vForConditionalGeneration.from_pretrained(directory)
     processor = Glm4vProcessor.from_pretrained(directory)
-    graded = evaluate(model, processor, pictures, seed, batch_size,
+    graded = evaluate(model, processor, pictures, seed, batch_size, renderer=renderer,
                       progress=lambda done, total: print(f"\r{done}/{total} questions", end="", file=sys.stderr))
     print(file=sys.stderr)
-    print(f"{directory}: {pictures} fresh pictures (seed {seed}), greedy answers")
+    drawn = "" if renderer == "shapes" else f", drawn by the {renderer!r} renderer"
+    print(f"{directory}: {pictures} fresh pictures (seed {seed}){drawn}, greedy answers")
     print(format_table(summarize(graded)))
     return 0
