@@ -22,10 +22,13 @@ from pathlib import Path
 
 import torch
 
+from .auto import MODELS, AutoModelForImageTextToText
+from .base.hub import check_model_type
 from .generation.streaming import TextStreamer
-from .model.config import Glm4vConfig
-from .model.glm4v import COMPONENTS, Glm4vForConditionalGeneration, component
-from .model.weights import checkpoint_files, checkpoint_tensors
+from .model.config_moe import Glm4vMoeConfig
+from .model.glm4v import COMPONENTS, component
+from .model.moe import idle_expert_parameters
+from .model.weights import SkipRandomInit, checkpoint_files, checkpoint_tensors
 from .processing import special_tokens as st
 from .processing.chat_template import parse_thinking
 from .processing.processor import Glm4vProcessor
@@ -141,7 +144,7 @@ def chat(args) -> int:
         content.append({"type": "video", "video": frames})
     inputs = processor(messages=[{"role": "user", "content": content + [{"type": "text", "text": args.question}]}],
                        **video_kwargs)
-    model = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device_map=device)
+    model = AutoModelForImageTextToText.from_pretrained(directory, dtype=dtype, device_map=device)  # 4.1V or 4.5V
     limit, length = model.config.text_config.max_position_embeddings, inputs["input_ids"].shape[1]
     if length >= limit:
         raise CliError(f"the prompt is {length} tokens but the model supports {limit} positions "
@@ -172,24 +175,47 @@ def chat(args) -> int:
 # ----------------------------------------------------------------------------- info
 def info(args) -> int:
     directory = _model_dir(args.dir)
-    config = Glm4vConfig.from_pretrained(directory)
+    model_class = MODELS[check_model_type(directory) or "glm4v"]
+    config = model_class.config_class.from_pretrained(directory)
     t, v = config.text_config, config.vision_config
-    counts, dtypes = dict.fromkeys(COMPONENTS, 0), {}
-    files = checkpoint_files(directory)
-    for key, (shape, dtype) in checkpoint_tensors(files).items():
+    counts, dtypes, skipped = dict.fromkeys(COMPONENTS, 0), {}, 0
+    files = checkpoint_files(directory) if list(directory.glob("*.safetensors")) else []
+    if files:
+        tensors = checkpoint_tensors(files)
+    else:  # a config.json alone (e.g. the full-size model's): count the parameters it defines, on meta
+        with torch.device("meta"), SkipRandomInit():
+            model = model_class(config)
+        tensors = {key: (tuple(p.shape), "none") for key, p in model.named_parameters()}
+    for key, (shape, dtype) in tensors.items():
+        if model_class.skipped_key(key, config):
+            skipped += 1
+            continue
         part = component(key)
         counts[part] = counts.get(part, 0) + torch.Size(shape).numel()
         dtypes[dtype] = dtypes.get(dtype, 0) + 1
-    write(f"model      {directory}\n"
+    write(f"model      {directory} ({config.model_type})\n"
           f"text       {t.num_hidden_layers} layers, hidden {t.hidden_size}, {t.num_attention_heads} heads "
-          f"({t.num_key_value_heads} kv), mlp {t.intermediate_size}, vocab {t.vocab_size}, "
-          f"max positions {t.max_position_embeddings}, mrope {t.mrope_section}\n"
-          f"vision     {v.depth} blocks, hidden {v.hidden_size}, {v.num_heads} heads, patch {v.patch_size}, "
+          f"({t.num_key_value_heads} kv) of {t.head_dim}, mlp {t.intermediate_size}, vocab {t.vocab_size}, "
+          f"max positions {t.max_position_embeddings}, mrope {t.mrope_section}\n")
+    if isinstance(config, Glm4vMoeConfig):
+        write(f"experts    {t.n_routed_experts} routed of width {t.moe_intermediate_size}, {t.num_experts_per_tok} "
+              f"per token (from {t.topk_group} of {t.n_group} groups) + {t.n_shared_experts} shared, "
+              f"from layer {t.first_k_dense_replace} on\n")
+    write(f"vision     {v.depth} blocks, hidden {v.hidden_size}, {v.num_heads} heads, patch {v.patch_size}, "
           f"merge {v.spatial_merge_size}x{v.spatial_merge_size}, out {v.out_hidden_size}\n"
           f"eos        {t.eos_token_id}, pad {t.pad_token_id}, image token {config.image_token_id}\n")
     for name, count in counts.items():
         write(f"  {name:<16}{count:>16,} parameters\n")
-    write(f"  {'total':<16}{sum(counts.values()):>16,} parameters\n")
+    total = sum(counts.values())
+    write(f"  {'total':<16}{total:>16,} parameters\n")
+    if isinstance(config, Glm4vMoeConfig):  # a token skips the routed experts it did not choose
+        write(f"  {'active/token':<16}{total - idle_expert_parameters(t):>16,} parameters (all but the "
+              f"{t.n_routed_experts - t.num_experts_per_tok} unchosen experts of each MoE layer)\n")
+    if skipped:
+        write(f"skipped    {skipped} tensors after the last layer (the multi-token-prediction layer: not loaded)\n")
+    if not files:
+        write("weights    none: counted from config.json\n")
+        return 0
     write(f"dtype      {', '.join(f'{d} ({n} tensors)' for d, n in sorted(dtypes.items()))}\n"
           f"on disk    {sum(p.stat().st_size for p in files):,} bytes in {len(files)} safetensors file(s)\n")
     return 0

@@ -181,3 +181,20 @@ def test_full_size_parameter_count_equals_transformers():
         ours, hf = Glm4vMoeForConditionalGeneration(config), HFModel(HFConfig.from_dict(config.to_dict()))
     count = sum(p.numel() for p in ours.parameters())
     assert count == sum(p.numel() for p in hf.parameters()) == 107_710_927_360
+
+
+def test_info_prints_total_and_active_parameters(pair, tmp_path, capsys):
+    """`python -m minglm4v info`: GLM-4.5V's config.json alone is counted on meta (total as transformers',
+    active = all but the 120 unchosen experts of each of the 45 MoE layers); a checkpoint is counted from
+    its tensors, without the MTP layer."""
+    from minglm4v import cli
+    Glm4vMoeConfig.glm45v().save_pretrained(tmp_path)
+    assert cli.main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "107,710,927,360 parameters" in out and "weights    none: counted from config.json" in out
+    assert f"{107_710_927_360 - 45 * 120 * 3 * 4096 * 1408:>16,} parameters (all but the 120 unchosen" in out
+    assert "experts    128 routed of width 1408, 8 per token (from 1 of 1 groups) + 1 shared, from layer 1" in out
+    ours, _, directory = pair
+    assert cli.main(["info", str(directory)]) == 0
+    total = sum(t.numel() for t in ours.state_dict().values())  # a checkpoint also holds the bias buffers
+    assert f"{'total':<16}{total:>16,} parameters" in capsys.readouterr().out

@@ -26,7 +26,8 @@ class Glm4vMoeForConditionalGeneration(Glm4vForConditionalGeneration):
     text_model_class = Glm4vMoeTextModel
     fp32_keys = FP32_KEYS
 
-    def skipped_key(self, key: str) -> bool:
+    @staticmethod
+    def skipped_key(key: str, config: Glm4vMoeConfig) -> bool:
         """The multi-token-prediction layer's tensors (any layer index past the last decoder layer)."""
         layer = _LAYER.match(key)
-        return layer is not None and int(layer.group(1)) >= self.config.text_config.num_hidden_layers
+        return layer is not None and int(layer.group(1)) >= config.text_config.num_hidden_layers

@@ -229,7 +229,8 @@ class PretrainedMixin:
 
     fp32_keys: tuple[str, ...] = ()  # key endings loaded in fp32 whatever the dtype (GLM-4.5V: its router)
 
-    def skipped_key(self, key: str) -> bool:
+    @staticmethod
+    def skipped_key(key: str, config) -> bool:
         """Whether a checkpoint tensor is deliberately not loaded (GLM-4.1V: none)."""
         return False
 
@@ -258,7 +259,7 @@ class PretrainedMixin:
         expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
         unexpected, wrong_shape = [], []
         tensors = checkpoint_tensors(files)  # check names and shapes first, without reading any tensor data
-        tensors = {key: info for key, info in tensors.items() if not model.skipped_key(key)}
+        tensors = {key: info for key, info in tensors.items() if not cls.skipped_key(key, config)}
         for key, (shape, _) in tensors.items():
             if key not in expected:
                 unexpected.append(key)
