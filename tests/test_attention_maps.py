@@ -15,9 +15,15 @@ from helpers import REPO  # noqa: E402
 
 from minglm4v import Glm4vForConditionalGeneration  # noqa: E402
 from minglm4v.processing.processor import Glm4vProcessor  # noqa: E402
-from minglm4v.study.attention_maps import attention_probs, image_token_map, patch_map, record_attention  # noqa: E402
+from minglm4v.study.attention_maps import (  # noqa: E402
+    attention_probs,
+    block_attention,
+    image_token_map,
+    patch_map,
+    record_attention,
+)
 from minglm4v.study.shapes import random_scene  # noqa: E402
-from minglm4v.study.visualize import show_attention_overlays, show_image_share  # noqa: E402
+from minglm4v.study.visualize import show_attention_overlays  # noqa: E402
 
 MICRO = REPO / "data" / "micro-model"
 
@@ -106,21 +112,44 @@ def test_image_token_map_keeps_image_tokens_in_raster_order():
         image_token_map(row, ids, 9, torch.tensor([1, 4, 4]))
 
 
-def test_overlays_and_share_plots():
+@torch.no_grad()
+def test_block_attention_removes_one_edge_in_one_layer_and_head(micro):
+    model, processor = micro
+    prompt = _prompt(processor, seeds=(3,))
+    query = prompt["input_ids"].shape[1] - 1
+    key = query - 4
+    with record_attention(model) as plain:
+        base = model(**prompt).logits
+    with block_attention(model, 2, query, key, heads=[1]), record_attention(model) as cut:
+        logits = model(**prompt).logits
+    before, after = plain.text[2][0, 1, query], cut.text[2][0, 1, query]
+    assert float(before[key]) > 0.001 and float(after[key]) == 0.0
+    # the rest of that row is renormalised: softmax without the key
+    torch.testing.assert_close(after, before.index_fill(0, torch.tensor([key]), 0.0) / (1 - before[key]))
+    torch.testing.assert_close(cut.text[2][0, [0, 2, 3]], plain.text[2][0, [0, 2, 3]])  # other heads
+    for layer in (0, 1):  # earlier layers see nothing of it
+        torch.testing.assert_close(cut.text[layer], plain.text[layer])
+    torch.testing.assert_close(logits[:, :query], base[:, :query])  # causal: only the query moves on
+    assert not torch.allclose(logits[:, query], base[:, query])
+    torch.testing.assert_close(model(**prompt).logits, base)  # the hook is gone after the with
+    with pytest.raises(ValueError, match=r"0 <= key <= query; got key 5, query 4"):
+        with block_attention(model, 0, 4, 5):
+            pass
+    with pytest.raises(ValueError, match="without a cache or padding"):
+        with block_attention(model, 0, 4, 3):
+            model.generate(**prompt, max_new_tokens=2)
+
+
+def test_overlays():
     fig = show_attention_overlays(torch.zeros(56, 84, 3, dtype=torch.uint8).numpy(), torch.rand(5, 4, 6),
                                   [f"m{i}" for i in range(5)], marker=(10, 20), columns=4)
     panels = [ax for ax in fig.axes if ax.get_title().startswith("m")]
     assert [ax.get_title() for ax in panels] == ["m0", "m1", "m2", "m3", "m4"]
     assert panels[0].images[1].get_extent() == [0, 84, 56, 0]  # the map covers the whole picture
     assert fig.axes[-1].get_ylabel() == "attention weight"  # the colour bar
+    fig = show_attention_overlays(torch.zeros(56, 84, 3, dtype=torch.uint8).numpy(), torch.full((1, 4, 6), 9.0),
+                                  vmax=8, label="times uniform")
+    assert fig.axes[0].images[1].get_clim() == (0, 8) and fig.axes[-1].get_ylabel() == "times uniform"
     with pytest.raises(ValueError, match=r"\(gh, gw\) or \(n, gh, gw\)"):
         show_attention_overlays(torch.zeros(8, 8, 3).numpy(), torch.rand(2, 2, 3, 3))
-    fig = show_image_share(torch.rand(3, 4), ["a", "b", "c", "d"], ["l0", "l1", "l2"])
-    ax = fig.axes[0]
-    assert ax.images[0].get_array().shape == (3, 4) and ax.images[0].get_clim() == (0, 1)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "d"]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["l0", "l1", "l2"]
-    assert fig.axes[-1].get_ylabel() == "share on image tokens"
-    with pytest.raises(ValueError, match=r"\(rows, 4\)"):
-        show_image_share(torch.rand(3), ["a", "b", "c", "d"])
     plt.close("all")

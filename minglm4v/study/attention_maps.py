@@ -14,6 +14,9 @@ so probs @ v is the attention output before its output projection (tests/test_at
                                            zero between two images (each attends only to itself)
     maps.text[layer]    (B, heads, L, L)   causal (and padding) mask applied
 
+    with block_attention(model, layer, query, key, heads):   # a knockout: that query may not
+        model(**inputs)                                      # read that key, in one decoder layer
+
     patch_map(values, grid_thw)            (h*w,) per patch, pixel_values order -> (h, w) picture grid
     image_token_map(row, input_ids, image_token_id, grid_thw)
                                            (L,) one query's weights -> (h/2, w/2) over the image tokens
@@ -92,6 +95,33 @@ def record_attention(model):
 def _arguments(module, args, kwargs) -> dict:
     """The arguments of module.forward by parameter name, however the caller passed them."""
     return inspect.signature(module.forward).bind(*args, **kwargs).arguments
+
+
+@contextmanager
+def block_attention(model, layer: int, query: int, key: int, heads=None):
+    """Inside the `with`, query position `query` of decoder layer `layer` may not attend to key
+    position `key` (in the query heads `heads`, default all): an attention knockout. If the answer
+    changes, what flowed along that one edge mattered. One unpadded forward pass without a cache."""
+    attn = model.model.language_model.layers[layer].self_attn
+    if not 0 <= key <= query:
+        raise ValueError(f"key must be a position the query can see, 0 <= key <= query; got key {key}, "
+                         f"query {query}")
+
+    def pre_hook(module, args, kwargs):
+        a = _arguments(module, args, kwargs)
+        if a.get("cache") is not None or a.get("mask") is not None:
+            raise ValueError("block_attention needs one forward pass without a cache or padding, e.g. "
+                             "model(input_ids=...) on the prompt plus the reply")
+        x = a["x"]
+        mask = causal_mask(None, x.shape[1], 0, x.dtype, x.device).repeat(1, module.heads, 1, 1)
+        mask[0, list(range(module.heads)) if heads is None else list(heads), query, key] = torch.finfo(x.dtype).min
+        return (), {**a, "mask": mask}
+
+    handle = attn.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def patch_map(values, grid_thw, merge_size: int = 2) -> torch.Tensor:

@@ -31,7 +31,6 @@ Grounding answers return a PIL image instead (to save or show anywhere):
 What a trained model attends to (probabilities from `minglm4v.study.attention_maps`):
 
 * `show_attention_overlays(image, maps)` — attention maps (patches or merged tokens) over a picture.
-* `show_image_share(shares, tokens)` — the share of each query's attention on image tokens.
 """
 
 import warnings
@@ -40,7 +39,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .attention import show_attention, show_attention_overlays, show_image_share, show_maps
+from .attention import show_attention, show_attention_overlays, show_maps
 from .outputs import show_differences, show_distributions
 from .pictures import (
     boxes_to_pixels,
@@ -54,7 +53,7 @@ from .positions import show_decode_positions, show_mrope_sections, show_position
 
 __all__ = ["setup_notebook", "show_patch_grid", "show_patch_rows", "show_video_sampling", "show_video_tokens",
            "boxes_to_pixels", "draw_boxes", "show_rope_angles", "show_position_streams", "show_mrope_sections",
-           "show_decode_positions", "show_attention", "show_maps", "show_attention_overlays", "show_image_share",
+           "show_decode_positions", "show_attention", "show_maps", "show_attention_overlays",
            "show_distributions", "show_differences"]
 
 

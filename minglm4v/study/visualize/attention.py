@@ -49,12 +49,12 @@ def show_maps(maps, titles, label: str, cmap: str = "RdBu", marks=None):
 
 
 def show_attention_overlays(image, maps, titles=None, marker=None, title: str | None = None,
-                            columns: int = 4):
+                            columns: int = 4, vmax: float | None = None, label: str = "attention weight"):
     """Attention maps laid over a picture, one panel per (gh, gw) map in `maps` (n, gh, gw): each
     cell stretched over its share of the picture (a patch, or a merged 2x2 window), one colour
-    scale for all panels (0 .. the largest weight) with its colour bar. Opacity grows with the
-    weight, so the picture stays visible where little attention goes. `marker` (x, y) in the
-    picture's pixels marks the query with a cross."""
+    scale for all panels, 0 .. `vmax` (default the largest value; larger values saturate), with a
+    colour bar named `label`. Opacity grows with the value from 0, so the picture stays visible
+    where little attention goes. `marker` (x, y) in the picture's pixels marks the query."""
     m = _as_numpy(maps).astype(float)
     if m.ndim == 2:
         m = m[None]
@@ -62,6 +62,7 @@ def show_attention_overlays(image, maps, titles=None, marker=None, title: str | 
         raise ValueError(f"maps must be (gh, gw) or (n, gh, gw); got shape {m.shape}")
     img = np.asarray(image)
     height, width = img.shape[:2]
+    top = float(vmax if vmax is not None else m.max()) or 1.0
     rows, cols = -(-len(m) // columns), min(columns, len(m))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 0.8, 3.2 * rows + 0.4), squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -69,29 +70,12 @@ def show_attention_overlays(image, maps, titles=None, marker=None, title: str | 
         if i >= len(m):
             continue
         ax.imshow(img)
-        level = m[i] / m.max() if m.max() > 0 else m[i]
-        shown = ax.imshow(m[i], cmap="viridis", alpha=0.1 + 0.75 * level, vmin=0, vmax=m.max(),
+        shown = ax.imshow(m[i], cmap="viridis", alpha=0.9 * np.clip(m[i] / top, 0, 1), vmin=0, vmax=top,
                           interpolation="nearest", extent=(0, width, height, 0))
         if marker is not None:
-            ax.plot(*marker, marker="x", color="cyan", markersize=12, markeredgewidth=3)
+            ax.plot(*marker, marker="x", color="magenta", markersize=12, markeredgewidth=3)
         ax.set_title(titles[i] if titles else "")
-    fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="attention weight")
+    fig.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label=label)
     if title:
         fig.suptitle(title)
-    return fig
-
-
-def show_image_share(shares, tokens, labels=None, title: str | None = None):
-    """How much of each query's attention lands on image tokens, as a heat map: `shares` (rows, T),
-    one row per layer (or head, named by `labels`) over T queries named by `tokens`; 0 = none of
-    it, 1 = all of it, on one colour scale with its colour bar."""
-    s = _as_numpy(shares)
-    if s.ndim != 2 or s.shape[1] != len(tokens):
-        raise ValueError(f"shares must be (rows, {len(tokens)}) for {len(tokens)} tokens; got {s.shape}")
-    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.22 * len(tokens) + 2)), 0.45 * len(s) + 1.6))
-    shown = ax.imshow(s, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(len(tokens)), tokens, rotation=90)
-    ax.set_yticks(range(len(s)), labels if labels else range(len(s)))
-    fig.colorbar(shown, ax=ax, pad=0.01, label="share on image tokens")
-    ax.set_title(title or "share of attention on the picture, per query")
     return fig
