@@ -1,6 +1,7 @@
 """Training (minglm4v/training/train.py): frozen parts stay fixed, checkpointing and compiling change nothing,
-the output directory is a model transformers loads, resuming equals an uninterrupted run, and two DDP processes
-equal one process with the same global batch."""
+--bf16 keeps the frozen weights in bf16 and trains like fp32, the output directory is a model transformers
+loads, resuming equals an uninterrupted run, and two DDP or FSDP processes equal one process with the same
+global batch."""
 
 import json
 import os
@@ -16,7 +17,7 @@ from sft_helpers import make_model_dir, run_train, write_dataset
 
 from minglm4v import Glm4vForConditionalGeneration, cli
 from minglm4v.processing.processor import Glm4vProcessor
-from minglm4v.training import train
+from minglm4v.training import fsdp, train
 from minglm4v.training.data import SFTDataset, collate
 
 
@@ -148,6 +149,64 @@ def test_two_ddp_processes_equal_one_with_the_same_global_batch(setup, tmp_path)
             torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6, msg=key)
 
 
+def _torchrun(*argv, processes=2):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                    str(processes), "-m", "minglm4v", "train", *argv], env=env, check=True, capture_output=True,
+                   timeout=180)
+
+
+def test_two_fsdp_processes_equal_one_with_the_same_global_batch(setup, tmp_path):
+    base, data = setup
+    args = ["--model", str(base), "--data", str(data), "--max-steps", "3", "--lr", "1e-3", "--freeze", "none",
+            "--eval-data", str(data)]
+    run_train(*args, "--output-dir", str(tmp_path / "one"), "--batch-size", "4")
+    _torchrun(*args, "--output-dir", str(tmp_path / "two"), "--batch-size", "2", "--fsdp")
+    # measured: losses 8e-8 apart (relative), weights 5e-6 (the k_proj biases, whose gradient is noise: 7e-5)
+    torch.testing.assert_close(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-4, atol=0)
+    torch.testing.assert_close(_losses(tmp_path / "two", "eval_loss"), _losses(tmp_path / "one", "eval_loss"),
+                               rtol=1e-4, atol=0)
+    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")  # two: gathered and written by rank 0
+    assert one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-3, msg=key)
+
+
+def test_fsdp_lora_bf16_checkpointing_resumes_and_loads_in_transformers(setup, tmp_path, oracle_cases):
+    base, data = setup
+    args = ["--model", str(base), "--data", str(data), "--max-steps", "4", "--lr", "1e-2", "--lora-rank", "4",
+            "--freeze", "none", "--gradient-checkpointing", "--bf16", "--save-every", "2"]
+    fsdp_args = [*args, "--batch-size", "2", "--fsdp"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_train(*args, "--output-dir", str(tmp_path / "one"), "--batch-size", "4")
+    _torchrun(*fsdp_args, "--output-dir", str(straight))
+    assert (straight / "checkpoint-2" / "sharded" / ".metadata").is_file()  # torch.distributed.checkpoint's
+    shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
+    _torchrun(*fsdp_args, "--output-dir", str(resumed), "--resume")
+    assert _losses(resumed) == _losses(straight)[2:]
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # FSDP's bf16 policy computes with every weight in bf16 (the adapters too), autocast only the products
+    torch.testing.assert_close(_losses(straight), _losses(tmp_path / "one"), rtol=2e-3, atol=0)
+    inputs = model_inputs(oracle_cases["image"])
+    with torch.no_grad():
+        ours = Glm4vForConditionalGeneration.from_pretrained(straight)(**inputs).logits
+        theirs = load_hf(straight)(**inputs).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert (straight / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_fsdp_refuses_data_that_mixes_media_kinds(setup):
+    base, data = setup
+    mixed = data.parent / "mixed.jsonl"
+    text_only = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    mixed.write_text(data.read_text() + json.dumps(text_only) + "\n")
+    processor = Glm4vProcessor.from_pretrained(base)
+    fsdp.check_same_media(SFTDataset(data, processor), None)  # all with images: fine
+    with pytest.raises(ValueError, match="same kinds of media"):
+        fsdp.check_same_media(SFTDataset(data, processor), SFTDataset(mixed, processor))
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--freeze", "vision,eyes"], "unknown part(s) ['eyes']"),
     (["--freeze", "vision,merger,language"], "leaves nothing to train"),
@@ -155,6 +214,8 @@ def test_two_ddp_processes_equal_one_with_the_same_global_batch(setup, tmp_path)
     (["--grad-accum", "0"], "--grad-accum must be at least 1"),
     (["--eval-every", "5"], "--eval-every needs --eval-data"),
     (["--lora-rank", "4", "--lora-targets", "query"], "match no trainable nn.Linear"),
+    (["--fsdp"], "start them with `torchrun --nproc_per_node N"),
+    (["--fsdp", "--compile"], "--fsdp and --compile together"),
 ])
 def test_bad_options_are_clear_errors(setup, tmp_path, capsys, extra, message):
     from minglm4v import cli

@@ -3,8 +3,10 @@
     save_model       a complete HF-layout model directory: merged weights in the base model's stored
                      dtype, the base's tokenizer and processor files, and with LoRA `adapter/` (PEFT)
     save_checkpoint  OUT/checkpoint-N: save_model + training_state.pt (step, trainable tensors,
-                     optimizer, scheduler, the RNG state of every rank); written aside, then renamed
-    resume           restore the latest checkpoint-N into a freshly prepared model and optimizer
+                     optimizer, scheduler, the RNG state of every rank); written aside, then renamed.
+                     Under --fsdp the trainable tensors and the optimizer go to checkpoint-N/sharded/
+                     instead, one file per rank (torch.distributed.checkpoint; see fsdp.py)
+    resume           restore the latest checkpoint-N into a freshly prepared (and sharded) model and optimizer
 
 No counterpart in transformers (its `Trainer._save_checkpoint` / `_load_from_checkpoint`).
 """
@@ -16,25 +18,27 @@ import torch
 import torch.distributed as dist
 
 from ..model.config import Glm4vConfig
-from . import lora
+from . import fsdp, lora
 
-STATE = "training_state.pt"
+STATE, SHARDED = "training_state.pt", "sharded"
 LOG = "train_log.jsonl"
 # what a training run writes itself: never copied from the base (which may be an earlier run's output)
 OWN_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", STATE, LOG)
 
 
-def save_model(model, directory: Path, base: Path) -> None:
+def save_model(model, directory: Path, base: Path, state: dict | None = None) -> None:
     """A complete HF-layout model in `directory`: merged weights in the base's stored dtype, the base's
-    tokenizer/processor files, and with LoRA the adapter alone in `directory/adapter`."""
+    tokenizer/processor files, and with LoRA the adapter alone in `directory/adapter`. `state`: the
+    model's tensors when `model` holds only shards of them (fsdp.full_state_dict)."""
     dtype = getattr(torch, Glm4vConfig.from_pretrained(base).dtype)
-    state = {k: t.to(dtype) if t.is_floating_point() else t for k, t in lora.merged_state_dict(model).items()}
-    model.save_pretrained(directory, state_dict=state)
+    merged = lora.merged_state_dict(model, state)
+    model.save_pretrained(directory, state_dict={k: t.to(dtype) if t.is_floating_point() else t
+                                                 for k, t in merged.items()})
     for path in base.iterdir():
         if path.is_file() and path.name not in OWN_FILES and not path.name.endswith(".safetensors"):
             shutil.copy2(path, directory / path.name)
     if lora.lora_layers(model):
-        lora.save_adapter(model, directory / "adapter", str(base.resolve()))
+        lora.save_adapter(model, directory / "adapter", str(base.resolve()), state)
 
 
 def save_checkpoint(model, optimizer, scheduler, step: int, args) -> None:
@@ -43,16 +47,23 @@ def save_checkpoint(model, optimizer, scheduler, step: int, args) -> None:
     states = [None] * dist.get_world_size() if dist.is_initialized() else [rng]
     if dist.is_initialized():
         dist.all_gather_object(states, rng)
-    if dist.is_initialized() and dist.get_rank() != 0:
-        return
+    rank = dist.get_rank() if dist.is_initialized() else 0
     final, partial = Path(args.output_dir) / f"checkpoint-{step}", Path(args.output_dir) / f".checkpoint-{step}"
-    shutil.rmtree(partial, ignore_errors=True)
-    save_model(model, partial, Path(args.model))
-    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    torch.save({"step": step, "trainable": trainable, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": states}, partial / STATE)
-    shutil.rmtree(final, ignore_errors=True)
-    partial.rename(final)
+    state = fsdp.full_state_dict(model) if args.fsdp else None  # every rank takes part in gathering
+    if rank == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        save_model(model, partial, Path(args.model), state)
+    if args.fsdp:
+        dist.barrier()  # the directory exists before the other ranks write their shards into it
+        fsdp.save_sharded(model, optimizer, partial / SHARDED)
+        training = {}
+    else:
+        training = {"trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+                    "optimizer": optimizer.state_dict()}
+    if rank == 0:
+        torch.save({"step": step, **training, "scheduler": scheduler.state_dict(), "rng": states}, partial / STATE)
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -66,10 +77,13 @@ def resume(model, optimizer, scheduler, args, rank: int) -> int:
     if checkpoint is None:
         raise ValueError(f"--resume: no checkpoint-N/{STATE} in {args.output_dir} (save them with --save-every)")
     state = torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
-    with torch.no_grad():
-        for name, tensor in state["trainable"].items():
-            model.get_parameter(name).copy_(tensor)
-    optimizer.load_state_dict(state["optimizer"])
+    if args.fsdp:
+        fsdp.load_sharded(model, optimizer, checkpoint / SHARDED)
+    else:
+        with torch.no_grad():
+            for name, tensor in state["trainable"].items():
+                model.get_parameter(name).copy_(tensor)
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if rank < len(state["rng"]):
         torch.set_rng_state(state["rng"][rank]["cpu"])

@@ -101,32 +101,35 @@ def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return {path: m for path, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
-def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def merged_state_dict(model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The state dict of the plain model with every update folded in, under the checkpoint's names
-    (`...q_proj.weight`, not `...q_proj.base_layer.weight`); the model itself is left unchanged."""
+    (`...q_proj.weight`, not `...q_proj.base_layer.weight`); the model itself is left unchanged.
+    `state`: the model's state dict when it is not `model.state_dict()` (gathered from FSDP shards)."""
+    state = model.state_dict() if state is None else state
     layers = lora_layers(model)
-    state = {}
-    for key, tensor in model.state_dict().items():
+    merged = {}
+    for key, tensor in state.items():
         path, _, leaf = key.rpartition(".")
         if path.endswith((".lora_A", ".lora_B")) and path.rpartition(".")[0] in layers:
             continue
         owner = path.removesuffix(".base_layer")
         if owner != path and owner in layers:
             if leaf == "weight" and not layers[owner].merged:
-                tensor = tensor + layers[owner].delta_weight().detach()
+                a, b = state[f"{owner}.lora_A.weight"], state[f"{owner}.lora_B.weight"]
+                tensor = tensor + (b @ a).detach() * layers[owner].scaling  # delta_weight, from `state`
             key = f"{owner}.{leaf}"
-        state[key] = tensor
-    return state
+        merged[key] = tensor
+    return merged
 
 
-def save_adapter(model: nn.Module, directory, base_model_name_or_path: str = "") -> None:
-    """Write the adapter alone in PEFT's layout (see module docstring)."""
+def save_adapter(model: nn.Module, directory, base_model_name_or_path: str = "",
+                 state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the adapter alone in PEFT's layout (see module docstring); `state` as in merged_state_dict."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for path, layer in lora_layers(model).items():
-        for name in ("lora_A", "lora_B"):
-            tensors[f"{PEFT_PREFIX}{path}.{name}.weight"] = getattr(layer, name).weight.detach().contiguous().cpu()
+    state = model.state_dict() if state is None else state
+    tensors = {f"{PEFT_PREFIX}{path}.{name}.weight": state[f"{path}.{name}.weight"].detach().contiguous().cpu()
+               for path in lora_layers(model) for name in ("lora_A", "lora_B")}
     save_file(tensors, directory / WEIGHTS, metadata={"format": "pt"})
     config = {"peft_type": "LORA", "base_model_name_or_path": base_model_name_or_path, "task_type": None,
               "bias": "none", "fan_in_fan_out": False, "init_lora_weights": True, "use_rslora": False,

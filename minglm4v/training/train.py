@@ -2,7 +2,8 @@
 
 Full fine-tuning of the unfrozen parts (default as LLaMA-Factory: vision tower and merger frozen), or
 LoRA adapters on them (`--lora-rank R`), on one process or several under
-`torchrun --nproc_per_node N -m minglm4v train ...` (DistributedDataParallel; gloo on CPU, nccl on GPU).
+`torchrun --nproc_per_node N -m minglm4v train ...` (DistributedDataParallel, or with --fsdp FSDP2, which
+shards weights, gradients and optimizer state over the processes: see fsdp.py; gloo on CPU, nccl on GPU).
 
 One optimizer step sees a global batch of batch_size x grad_accum x world_size conversations, taken
 in order from an endless stream of per-epoch seeded permutations of the data set: rank r encodes only
@@ -34,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 from tqdm import tqdm
 
 from ..model.config import Glm4vConfig
 from ..model.glm4v import Glm4vForConditionalGeneration, component
 from ..processing.processor import Glm4vProcessor
-from . import lora
+from . import fsdp, lora
 from .checkpoints import LOG, resume, save_checkpoint, save_model
 from .data import SFTDataset, collate
 
@@ -79,6 +81,8 @@ def add_arguments(p) -> None:
     p.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default: 2 x rank)")
     p.add_argument("--lora-dropout", type=float, default=0.0)
     p.add_argument("--lora-targets", default="all-linear", help="all-linear or names, e.g. q_proj,v_proj")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard weights, gradients and optimizer "
+                   "state over the processes (FSDP2) instead of a full copy on each (DDP)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available; under torchrun cuda:LOCAL_RANK)")
 
@@ -101,6 +105,11 @@ def _check(args) -> set[str]:
         raise ValueError(f"--lora-dropout must be in [0, 1), got {args.lora_dropout}")
     if args.eval_every and not args.eval_data:
         raise ValueError("--eval-every needs --eval-data FILE.jsonl")
+    if args.fsdp and args.compile:
+        raise ValueError("--fsdp and --compile together are not supported; drop one of them")
+    if args.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise ValueError("--fsdp shards the model over several processes: start them with "
+                         "`torchrun --nproc_per_node N -m minglm4v train --fsdp ...` (N >= 2)")
     return frozen
 
 
@@ -168,18 +177,26 @@ def _label_tokens(batch: dict) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())  # token i predicts label i + 1
 
 
+def _gradient_sync(model, last: bool):
+    """Reduce gradients over the ranks only after the last micro-batch (DDP: no_sync; FSDP2: a flag)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel) and not last:
+        return model.no_sync()
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(last)
+    return nullcontext()
+
+
 def train_step(model, batches: list[dict], world: int, bf16: bool, device) -> tuple[float, int]:
     """Forward/backward over this rank's micro-batches; gradients end up summed over the global batch
     and divided by its label-token count. Returns (global mean loss, global non-padding tokens)."""
     (total,) = _sum_over_ranks(sum(_label_tokens(b) for b in batches))
     loss_sum, seen = 0.0, sum(int(b["attention_mask"].sum()) for b in batches)
     for i, batch in enumerate(batches):
-        # why no_sync: DDP all-reduces gradients once, after the last micro-batch
-        quiet = model.no_sync() if world > 1 and i < len(batches) - 1 else nullcontext()
-        with quiet, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with _gradient_sync(model, i == len(batches) - 1), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                                          enabled=bf16):
             loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
             n = _label_tokens(batch)
-            # why * world: DDP averages gradients over ranks, and we want their sum
+            # why * world: DDP and FSDP average gradients over ranks, and we want their sum
             (loss * n / total * world).backward()
         loss_sum += loss.item() * n
     loss_sum, seen = _sum_over_ranks(loss_sum, seen)
@@ -192,11 +209,15 @@ def evaluate(model, dataset, processor, batch_size: int, rank: int, world: int, 
     model.eval()
     loss_sum, tokens = 0.0, 0
     mine = list(range(rank, len(dataset), world))
-    for start in range(0, len(mine), batch_size):
-        batch = collate([dataset[i] for i in mine[start:start + batch_size]], processor)
+    # why every rank runs as many batches: under FSDP each forward gathers weights from all the ranks;
+    # a rank with fewer conversations repeats its first batch and counts it with weight 0
+    rounds = math.ceil(math.ceil(len(dataset) / world) / batch_size)
+    for start in range(0, rounds * batch_size, batch_size):
+        batch = collate([dataset[i] for i in mine[start:start + batch_size] or mine[:batch_size] or [0]], processor)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-        loss_sum, tokens = loss_sum + loss.item() * _label_tokens(batch), tokens + _label_tokens(batch)
+        n = _label_tokens(batch) if start < len(mine) else 0
+        loss_sum, tokens = loss_sum + loss.item() * n, tokens + n
     model.train()
     loss_sum, tokens = _sum_over_ranks(loss_sum, tokens)
     return loss_sum / tokens
@@ -233,7 +254,11 @@ def _train(args, frozen, rank, world, device) -> int:
     limit = Glm4vConfig.from_pretrained(args.model).text_config.max_position_embeddings
     data = SFTDataset(args.data, processor, limit)
     eval_data = SFTDataset(args.eval_data, processor, limit) if args.eval_data else None
+    if args.fsdp:
+        fsdp.check_same_media(data, eval_data)
     model = prepare_model(args, frozen, device)
+    if args.fsdp:
+        fsdp.shard(model, args.bf16)  # before the optimizer, which must see the sharded parameters
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -244,7 +269,8 @@ def _train(args, frozen, rank, world, device) -> int:
     # must then look for unused parameters (a graph traversal per step, so only when it can happen)
     sees_unused = any(not (c.images or c.videos) for c in data.conversations) and any(
         p.requires_grad for n, p in model.named_parameters() if n.startswith("model.visual."))
-    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=sees_unused) if world > 1 else model
+    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=sees_unused) \
+        if world > 1 and not args.fsdp else model
     if rank == 0:
         output.mkdir(parents=True, exist_ok=True)
         print(f"{len(data)} conversations, {sum(p.numel() for p in trainable):,} trainable of "
@@ -278,8 +304,10 @@ def _train(args, frozen, rank, world, device) -> int:
         if args.save_every and (step + 1) % args.save_every == 0:
             save_checkpoint(model, optimizer, scheduler, step + 1, args)
     bar.close()
+    state = fsdp.full_state_dict(model) if args.fsdp else None  # every rank takes part in gathering
     if rank == 0:
-        save_model(model, output, Path(args.model))
+        save_model(model, output, Path(args.model), state)
         log.close()
         print(f"saved {output}", flush=True)
     return 0
+
