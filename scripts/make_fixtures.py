@@ -13,78 +13,31 @@ of ~1e-3, which would hide a missing norm or bias; every tensor is therefore red
 weights around 1, biases and position tables clearly non-zero, matrices with std 1/sqrt(fan_in) so
 that activations stay O(1) through both towers.
 
-The tests read the fixtures through this script's paths, `model_inputs` and `hf_vision_features`, so
-the fixture format has one home; transformers is imported only where it is needed.
+The fixture format (paths, how a case becomes forward() arguments, the hook on transformers' ViT) has its
+one home in tests/helpers.py, which the tests read the fixtures with and this script writes them with;
+transformers is imported only where it is needed.
 """
 
 import sys
 from pathlib import Path
 
 import torch
-from einops import rearrange
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from helpers import CASES, FIXTURES, TINY, TINY_BF16, hf_config, hf_vision_features, model_inputs  # noqa: E402
+
 from minglm4v import Glm4vConfig  # noqa: E402
 from minglm4v.model.rope import token_types  # noqa: E402
-from minglm4v.processing.image import CLIP_MEAN, CLIP_STD  # noqa: E402
 from minglm4v.processing.special_tokens import image_block_ids  # noqa: E402
 from minglm4v.processing.tokenizer import left_pad  # noqa: E402
 
-FIXTURES = ROOT / "data" / "fixtures"
-TINY = FIXTURES / "tiny"  # fp32, single model.safetensors, written by transformers' save_pretrained
-TINY_BF16 = FIXTURES / "tiny-bf16-sharded"  # the same weights in bf16, several shards + index
-CASES = FIXTURES / "cases.safetensors"
-# Input fields of a case, under the keyword names both models' forward() accept.
-INPUT_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw",
-              "pixel_values_videos", "video_grid_thw")
 SEED = 0
 CFG = Glm4vConfig.tiny()
 BOV, EOV, IMG = CFG.video_start_token_id, CFG.video_end_token_id, CFG.image_token_id
 PAD = CFG.text_config.pad_token_id
 DIGITS = {0: 48, 1: 49}  # stand-ins for the timestamp tokens "0", "1" (any text id works: they are text)
-
-
-# ----------------------------------------------------------------------------- reading a case (the tests use these too)
-def normalize_pixels(levels: torch.Tensor) -> torch.Tensor:
-    """uint8 pixel levels (N, C*T*P*P) -> pixel_values as the processor makes them: x / 255, then
-    (x - mean) / std per channel (the channel is the outermost axis of a row)."""
-    mean, std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
-    x = rearrange(levels.float() / 255, "n (c rest) -> n c rest", c=len(mean))
-    return rearrange((x - mean[:, None]) / std[:, None], "n c rest -> n (c rest)")
-
-
-def model_inputs(case: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The forward() keyword arguments of a case (identical names for minglm4v and transformers).
-    Pixels are stored as uint8 levels (a quarter of the bytes of fp32) and normalised here."""
-    inputs = {k: case[k] for k in INPUT_KEYS if k in case}
-    for key in ("pixel_values", "pixel_values_videos"):
-        if key in inputs:
-            inputs[key] = normalize_pixels(inputs[key])
-    return inputs
-
-
-def hf_config(config):
-    """transformers' Glm4vConfig from a minglm4v Glm4vConfig, through the config.json dict."""
-    from transformers import Glm4vConfig as HFConfig
-    return HFConfig.from_dict(config.to_dict())
-
-
-@torch.no_grad()
-def hf_vision_features(hf, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """transformers' ViT output before post_layernorm (captured with a hook: HF returns only the
-    downsampled and merged tensors) and the merged features, for the case's images or video."""
-    captured = []
-    hook = hf.model.visual.post_layernorm.register_forward_hook(lambda mod, args, out: captured.append(args[0]))
-    try:
-        if "pixel_values" in inputs:
-            out = hf.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
-        else:
-            out = hf.model.get_video_features(inputs["pixel_values_videos"], inputs["video_grid_thw"])
-    finally:
-        hook.remove()
-    return captured[0], torch.cat(out.pooler_output)
 
 
 # ----------------------------------------------------------------------------- making the fixtures

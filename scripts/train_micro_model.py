@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-from make_tokenizer import write as write_tokenizer  # scripts/ is on sys.path when this script runs
 from tokenizers import AddedToken, Tokenizer
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
@@ -33,6 +32,9 @@ from minglm4v.processing.image import Glm4vImageProcessor
 from minglm4v.processing.tokenizer import Glm4vTokenizer
 from minglm4v.processing.video import Glm4vVideoProcessor
 from minglm4v.study.shapes import COLORS, SHAPES, Scene, Shape, describe, questions, random_scene, write_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when a test loads this one by path
+from make_tokenizer import write as write_tokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "data" / "micro-model"

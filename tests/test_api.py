@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
+from helpers import MICRO, REPO
 from PIL import Image
 
 import minglm4v
@@ -27,7 +27,6 @@ from minglm4v import (
     create_multimodal_inputs,
 )
 
-MICRO = REPO / "data" / "micro-model"
 PHOTO = REPO / "data" / "images" / "shapes.png"  # a blue triangle, a red circle, a yellow square
 ANSWER = ("<think>3 shapes: blue triangle top left [130,160,400,430]; red circle top right [670,110,890,330]; "
           "yellow square bottom center [430,620,700,890]</think><answer>circle</answer><|user|>")
@@ -39,12 +38,12 @@ PUBLIC = ["AutoModelForImageTextToText", "AutoProcessor", "AutoTokenizer", "Batc
 
 
 @pytest.fixture(scope="module")
-def micro():
-    return Glm4vForConditionalGeneration.from_pretrained(MICRO)
+def micro_model(micro):
+    return micro[0]
 
 
 @pytest.fixture(scope="module")
-def processor():
+def auto_processor():
     return AutoProcessor.from_pretrained(MICRO)
 
 
@@ -128,10 +127,10 @@ def test_seed_guide_snippet():
             model.generate(**inputs, max_new_tokens=100, do_sample=True, temperature=0.7)
 
 
-def test_batch_feature(processor):
-    out = processor.tokenizer("a red circle", return_tensors="pt")  # "a", " red circle": one micro-model token
+def test_batch_feature(auto_processor):
+    out = auto_processor.tokenizer("a red circle", return_tensors="pt")  # "a", " red circle": one micro-model token
     assert isinstance(out, BatchFeature) and out.input_ids is out["input_ids"] and out.input_ids.shape == (1, 2)
-    inputs = processor(text=["<|begin_of_image|><|image|><|end_of_image|>hi"], images=Image.open(PHOTO))
+    inputs = auto_processor(text=["<|begin_of_image|><|image|><|end_of_image|>hi"], images=Image.open(PHOTO))
     cast = inputs.to(torch.bfloat16)
     assert cast.pixel_values.dtype == torch.bfloat16 and cast.input_ids.dtype == torch.int64
     assert cast.image_grid_thw.dtype == torch.int64 and inputs.pixel_values.dtype == torch.float32
@@ -143,32 +142,32 @@ def test_batch_feature(processor):
         inputs.pixel_values_videos
 
 
-def test_apply_chat_template(processor, tmp_path):
+def test_apply_chat_template(auto_processor, tmp_path):
     def ask(image_item):
         return [{"role": "user", "content": [image_item, {"type": "text", "text": "What shape?"}]}]
-    prompt = processor.apply_chat_template(ask({"type": "image", "path": str(PHOTO)}), add_generation_prompt=True)
-    assert prompt == processor.tokenizer.apply_chat_template(ask({"type": "image"}))
-    assert processor.apply_chat_template([ask({"type": "image"})] * 2) == [prompt] * 2
-    want = processor(messages=ask({"type": "image", "image": Image.open(PHOTO)}))
+    prompt = auto_processor.apply_chat_template(ask({"type": "image", "path": str(PHOTO)}), add_generation_prompt=True)
+    assert prompt == auto_processor.tokenizer.apply_chat_template(ask({"type": "image"}))
+    assert auto_processor.apply_chat_template([ask({"type": "image"})] * 2) == [prompt] * 2
+    want = auto_processor(messages=ask({"type": "image", "image": Image.open(PHOTO)}))
     for item in ({"type": "image", "path": str(PHOTO)}, {"type": "image", "url": PHOTO.as_uri()},
                  {"type": "image", "url": str(PHOTO)}, {"type": "image", "image": np.asarray(Image.open(PHOTO))}):
-        got = processor.apply_chat_template(ask(item), tokenize=True, return_dict=True, return_tensors="pt")
+        got = auto_processor.apply_chat_template(ask(item), tokenize=True, return_dict=True, return_tensors="pt")
         assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
-    ids = processor.apply_chat_template(ask({"type": "image", "path": str(PHOTO)}), tokenize=True)
+    ids = auto_processor.apply_chat_template(ask({"type": "image", "path": str(PHOTO)}), tokenize=True)
     assert torch.equal(ids, want["input_ids"])
     with pytest.raises(ValueError, match="never uses the network; download it first"):
-        processor.apply_chat_template(ask({"type": "image", "url": "https://example.com/cat.png"}), tokenize=True)
+        auto_processor.apply_chat_template(ask({"type": "image", "url": "https://example.com/cat.png"}), tokenize=True)
     with pytest.raises(ValueError, match="return_dict=True needs tokenize=True"):
-        processor.apply_chat_template(ask({"type": "image"}), return_dict=True)
+        auto_processor.apply_chat_template(ask({"type": "image"}), return_dict=True)
     with pytest.raises(ValueError, match="only return_tensors='pt'"):
-        processor.apply_chat_template(ask({"type": "image"}), tokenize=True, return_tensors="np")
+        auto_processor.apply_chat_template(ask({"type": "image"}), tokenize=True, return_tensors="np")
 
 
-def test_video_item_from_a_file(processor, tmp_path):
+def test_video_item_from_a_file(auto_processor, tmp_path):
     from test_video_processing import make_video, write_video
     write_video(tmp_path / "clip.mov", make_video(12, 56, 56), fps=6)
     video_processor = Glm4vVideoProcessor.from_pretrained(MICRO)
-    with_video = Glm4vProcessor(processor.image_processor, processor.tokenizer, video_processor)
+    with_video = Glm4vProcessor(auto_processor.image_processor, auto_processor.tokenizer, video_processor)
     messages = [{"role": "user", "content": [{"type": "video", "path": str(tmp_path / "clip.mov")},
                                              {"type": "text", "text": "What happens?"}]}]
     got = with_video.apply_chat_template(messages, tokenize=True, return_dict=True)
@@ -194,13 +193,13 @@ def fake_hub_cache(root, repo_id, commit="0123456789abcdef0123456789abcdef012345
 
 
 @pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "HF_HOME"])
-def test_hub_id_resolves_to_the_local_cache(tmp_path, monkeypatch, micro, variable):
+def test_hub_id_resolves_to_the_local_cache(tmp_path, monkeypatch, micro_model, variable):
     cache = tmp_path / "hub" if variable == "HF_HOME" else tmp_path
     commit = fake_hub_cache(cache, "zai-org/GLM-4.1V-9B-Thinking")
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv(variable, str(tmp_path))
     model = AutoModelForImageTextToText.from_pretrained("zai-org/GLM-4.1V-9B-Thinking", trust_remote_code=True)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), micro.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), micro_model.state_dict().values()))
     assert isinstance(AutoTokenizer.from_pretrained("zai-org/GLM-4.1V-9B-Thinking", revision=commit), Glm4vTokenizer)
     assert isinstance(Glm4vImageProcessor.from_pretrained("zai-org/GLM-4.1V-9B-Thinking"), Glm4vImageProcessor)
     with pytest.raises(FileNotFoundError, match=r"'zai-org/GLM-4.5V' is not a local directory and no snapshot.*"
@@ -208,11 +207,11 @@ def test_hub_id_resolves_to_the_local_cache(tmp_path, monkeypatch, micro, variab
         AutoProcessor.from_pretrained("zai-org/GLM-4.5V")
 
 
-def test_from_pretrained_keywords(micro):
+def test_from_pretrained_keywords(micro_model):
     model = Glm4vForConditionalGeneration.from_pretrained(MICRO, dtype="bfloat16", device_map="cpu", use_fast=True,
                                                           low_cpu_mem_usage=True)
     assert (model.dtype, model.device) == (torch.bfloat16, torch.device("cpu"))
-    assert micro.dtype == torch.float32  # as stored
+    assert micro_model.dtype == torch.float32  # as stored
     for device_map in (None, "auto", torch.device("cpu"), {"": "cpu"}):
         assert Glm4vForConditionalGeneration.from_pretrained(MICRO, device_map=device_map).device.type == (
             "cuda" if device_map == "auto" and torch.cuda.is_available() else "cpu")
@@ -245,14 +244,14 @@ def test_auto_classes_refuse_other_models(tmp_path):
     assert AutoModelForImageTextToText.from_config(config).config is config
 
 
-def test_saved_directory_loads_in_transformers(micro, processor, tmp_path):
+def test_saved_directory_loads_in_transformers(micro_model, auto_processor, tmp_path):
     """A directory written by minglm4v (model + processor) is an HF checkpoint: transformers' tokenizer,
     image processor and model read it and agree with ours."""
     from transformers import AutoTokenizer as HFAutoTokenizer
     from transformers import Glm4vForConditionalGeneration as HFModel
     from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
-    micro.save_pretrained(tmp_path)
-    processor.save_pretrained(tmp_path)
+    micro_model.save_pretrained(tmp_path)
+    auto_processor.save_pretrained(tmp_path)
     assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(MICRO))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
                  "video_preprocessor_config.json"):
@@ -261,32 +260,32 @@ def test_saved_directory_loads_in_transformers(micro, processor, tmp_path):
                                              {"type": "text", "text": "What shape is in the picture?"}]}]
     inputs = AutoProcessor.from_pretrained(tmp_path).apply_chat_template(messages, tokenize=True, return_dict=True)
     hf_tokenizer = HFAutoTokenizer.from_pretrained(tmp_path)
-    prompt = processor.apply_chat_template(messages)
+    prompt = auto_processor.apply_chat_template(messages)
     assert hf_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == prompt
     text = "Is there a red circle?<think>1 shape: yellow triangle top left [80,120,310,350]</think>"
-    ids = processor.tokenizer(text, return_tensors="pt").input_ids[0].tolist()
+    ids = auto_processor.tokenizer(text, return_tensors="pt").input_ids[0].tolist()
     assert hf_tokenizer(text)["input_ids"] == ids and 1022 in ids  # " red circle": an added pair token
     hf_pixels = Glm4vImageProcessorPil.from_pretrained(tmp_path)(Image.open(PHOTO), return_tensors="pt")
     assert torch.equal(hf_pixels["pixel_values"], inputs.pixel_values)
     hf = HFModel.from_pretrained(tmp_path).eval()
     with torch.no_grad():
-        torch.testing.assert_close(micro(**inputs).logits, hf(**inputs).logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(micro_model(**inputs).logits, hf(**inputs).logits, rtol=1e-5, atol=1e-5)
 
 
-def test_model_methods_and_config_checks(micro):
+def test_model_methods_and_config_checks(micro_model):
     assert Glm4vForConditionalGeneration.generate is minglm4v.generation.decoding.generate  # one signature, bound
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with pytest.raises(ValueError, match="mm_token_type_ids must have the shape of input_ids .* transformers' "
                                          "argument order"):
-        micro.get_rope_index(ids, torch.tensor([[1, 4, 4]]))  # the grid where transformers puts the types
+        micro_model.get_rope_index(ids, torch.tensor([[1, 4, 4]]))  # the grid where transformers puts the types
     with pytest.raises(ValueError, match="text_config.hidden_act 'gelu' is not supported"):
         Glm4vConfig(text_config={"hidden_act": "gelu"})
     with pytest.raises(ValueError, match="vision_config.hidden_act 'relu' is not supported"):
         Glm4vConfig(vision_config={"hidden_act": "relu"})
 
 
-def test_tokenizer_call_keywords(processor):
-    tokenizer = processor.tokenizer
+def test_tokenizer_call_keywords(auto_processor):
+    tokenizer = auto_processor.tokenizer
     plain = tokenizer(["a cat", "a red cat"], padding_side="left", truncation=False, add_special_tokens=False)
     assert torch.equal(plain.input_ids, tokenizer(["a cat", "a red cat"]).input_ids)
     with pytest.raises(ValueError, match="supports only padding_side='left'"):
@@ -295,8 +294,8 @@ def test_tokenizer_call_keywords(processor):
         tokenizer("a cat", max_length=4)
 
 
-def test_tokenizer_apply_chat_template(processor):
-    tokenizer = processor.tokenizer
+def test_tokenizer_apply_chat_template(auto_processor):
+    tokenizer = auto_processor.tokenizer
     messages = [{"role": "user", "content": "Hi"}]
     ids = tokenizer.apply_chat_template(messages, tokenize=True)
     assert ids == tokenizer.encode(tokenizer.apply_chat_template(messages))

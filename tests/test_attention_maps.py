@@ -11,10 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from einops import rearrange  # noqa: E402
-from helpers import REPO  # noqa: E402
 
-from minglm4v import Glm4vForConditionalGeneration  # noqa: E402
-from minglm4v.processing.processor import Glm4vProcessor  # noqa: E402
 from minglm4v.study.attention_maps import (  # noqa: E402
     attention_probs,
     block_attention,
@@ -24,13 +21,6 @@ from minglm4v.study.attention_maps import (  # noqa: E402
 )
 from minglm4v.study.shapes import random_scene  # noqa: E402
 from minglm4v.study.visualize import show_attention_overlays  # noqa: E402
-
-MICRO = REPO / "data" / "micro-model"
-
-
-@pytest.fixture(scope="module")
-def micro():
-    return Glm4vForConditionalGeneration.from_pretrained(MICRO).eval(), Glm4vProcessor.from_pretrained(MICRO)
 
 
 def _prompt(processor, seeds, question="What color is the circle?"):

@@ -1,11 +1,13 @@
 """Python chat template vs the official Jinja template rendered by transformers; output parsers."""
 import json
+import re
 from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
 from minglm4v.processing.chat_template import CHAT_TEMPLATE_JINJA, apply_chat_template, parse_boxes, parse_thinking
+from minglm4v.processing.special_tokens import SPECIAL
 
 TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "data" / "tokenizer"
 
@@ -125,3 +127,19 @@ def test_parsers_reject_non_strings():
         parse_thinking([1, 2])
     with pytest.raises(TypeError, match="parse_boxes expects the decoded output string, got NoneType"):
         parse_boxes(None)
+
+
+# ---- control tokens typed into text
+@pytest.mark.parametrize("token", SPECIAL)
+def test_control_tokens_typed_into_text_are_refused(token):
+    where = {"user": "a text item's 'text'", "system": "system content", "assistant": "assistant content"}
+    for role, what in where.items():
+        content = [{"type": "text", "text": f"what is {token}?"}] if role == "user" else f"say {token}"
+        with pytest.raises(ValueError, match=rf"{what} contains the control token '{re.escape(token)}'"):
+            apply_chat_template([{"role": role, "content": content}])
+
+
+def test_model_written_tags_are_allowed_in_history():
+    history = [{"role": "user", "content": "Where is it?"},
+               {"role": "assistant", "content": "<answer>Here: <|begin_of_box|>[1,2,3,4]<|end_of_box|></answer>"}]
+    assert "<|begin_of_box|>[1,2,3,4]" in apply_chat_template(history)

@@ -2,6 +2,7 @@
 fixture tokenizer (data/tokenizer) and default preprocessor configs."""
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -10,28 +11,21 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY, TINY_BF16, write_video
+from helpers import REPO, TINY, TINY_BF16, chat_model_dir, classify, load_script, write_video
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
-from train_micro_model import demo_scene  # scripts/, on sys.path through helpers
 
 from minglm4v import Glm4vForConditionalGeneration, cli
 from minglm4v.processing.chat_template import parse_boxes, parse_thinking
-from minglm4v.processing.image import Glm4vImageProcessor
 from minglm4v.processing.processor import Glm4vProcessor
-from minglm4v.processing.video import Glm4vVideoProcessor
 from minglm4v.study.shapes_eval import box_iou
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """What a hub download holds: weights + config, tokenizer files, image and video preprocessor configs."""
-    directory = tmp_path_factory.mktemp("tiny-chat")
-    for source in (TINY, REPO / "data" / "tokenizer"):
-        for path in source.iterdir():
-            shutil.copy(path, directory / path.name)
-    Glm4vImageProcessor().save_pretrained(directory)
-    Glm4vVideoProcessor().save_pretrained(directory)
-    return directory
+    return chat_model_dir(tmp_path_factory.mktemp("tiny-chat"))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +71,7 @@ def test_chat_default_is_the_bundled_micro_model(capsys):
     assert re.fullmatch(r"\[thinking\]\n3 shapes: blue triangle top left \[[\d,]+\]; red circle top right \[[\d,]+\]; "
                         r"yellow square bottom center \[[\d,]+\]", thinking)
     assert re.fullmatch(r"bottom center <\|begin_of_box\|>\[\d+,\d+,\d+,\d+\]<\|end_of_box\|>\n", answer)
-    scene = demo_scene()  # what data/images/shapes.png was drawn from
+    scene = load_script("train_micro_model").demo_scene()  # what data/images/shapes.png was drawn from
     (square,) = scene.find("square", "yellow")
     assert box_iou(parse_boxes(answer)[0], square.box_1000(scene.size)) >= 0.5
 
@@ -226,3 +220,56 @@ def test_python_dash_m_runs_the_cli():
     result = subprocess.run([sys.executable, "-m", "minglm4v", "info", str(TINY)], capture_output=True, text=True,
                             cwd=REPO, timeout=120)
     assert result.returncode == 0 and "303,072 parameters" in result.stdout
+
+
+# ---- errors: one line, never a traceback
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "foo"], "error: --device 'foo' is not a device minglm4v runs on; use cpu, cuda, cuda:N or mps"),
+    (["--device", "meta"], "error: --device 'meta' is not a device minglm4v runs on"),
+    (["--temperature", "-1"], "error: --temperature must be a finite number >= 0 (0 = greedy), got -1.0"),
+    (["--temperature", "nan"], "error: --temperature must be a finite number >= 0 (0 = greedy), got nan"),
+    (["--temperature", "0.7", "--top-p", "1.5"], "error: top_p must lie in (0, 1], got 1.5"),
+    ([], "error: the model produced NaN or infinite logits at generation step 0"),
+])
+def test_cli_errors_are_one_line(nan_model_dir, capsys, extra, message):
+    code, out, err = run(["chat", "--model", nan_model_dir, "Hi", "--max-new-tokens", 2, *extra], capsys)
+    assert code == 1 and err.startswith(message) and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_cli_corrupt_checkpoint(nan_model_dir, tmp_path, capsys):
+    shutil.copytree(nan_model_dir, tmp_path / "model")
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"\0" * 7)
+    for command in ("info", "chat"):
+        code, _, err = run([command, tmp_path / "model"] if command == "info" else
+                           ["chat", "--model", tmp_path / "model", "Hi"], capsys)
+        assert code == 1 and err.startswith("error: ") and "model.safetensors is not a readable safetensors" in err
+
+
+def test_cli_output_pipe_closed_is_quiet():
+    process = subprocess.Popen([sys.executable, "-m", "minglm4v", "info", str(TINY)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader is gone before the first line, like `| head -0`
+    assert process.wait(timeout=120) == 1
+    assert process.stderr.read() == b""
+
+
+@given(options=st.lists(st.sampled_from([
+    ["--temperature", "-1"], ["--temperature", "nan"], ["--temperature", "0.5"], ["--temperature", "inf"],
+    ["--top-p", "1.5"], ["--top-p", "0.5"], ["--top-k", "0"], ["--seed", "1"], ["--max-new-tokens", "0"],
+    ["--device", "foo"], ["--device", "meta"], ["--thinking-budget", "-1"], ["--image", "/nonexistent.png"],
+]), max_size=3))
+def test_fuzz_cli(model_dir, options, capsys):
+    argv = ["chat", "--model", str(model_dir), "Hi", "--max-new-tokens", "2"] + sum(options, [])
+
+    def call():
+        code = cli.main(argv)
+        return code, *capsys.readouterr()
+
+    def check(result):
+        code, out, err = result
+        if code != 0 and not (err.startswith("error: ") and err.count("\n") == 1):
+            raise AssertionError(f"exit {code} without one error line: {err!r}")
+        temperatures = [float(o[1]) for o in options if o[0] == "--temperature"]
+        if code == 0 and temperatures and not (math.isfinite(temperatures[-1]) and temperatures[-1] >= 0):
+            return f"exit 0 with --temperature {temperatures[-1]}"
+    classify("cli", call, check, ("",))  # the CLI's contract is its exit code and one error line

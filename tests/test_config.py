@@ -3,10 +3,14 @@ transformers-5 style, writing one transformers reads back with identical values,
 
 import dataclasses
 import json
+import math
+import warnings
 
 import pytest
 import torch
-from helpers import TINY, hf_config
+from helpers import TINY, classify, hf_config, load_ours
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration, TextConfig, VisionConfig
 
@@ -137,3 +141,125 @@ def test_unknown_field_is_named():
         Glm4vConfig(text_config={"num_layers": 4})
     with pytest.raises(TypeError, match="vision_config must be a VisionConfig or a dict, got list"):
         Glm4vConfig(vision_config=[1, 2])
+
+
+# ---- bad config.json: errors that name the field
+def test_config_missing_required_fields(tmp_path):
+    config = Glm4vConfig.tiny().to_dict()
+    del config["text_config"]["vocab_size"], config["vision_config"]["out_hidden_size"]
+    with pytest.raises(ValueError, match=r"config text_config is missing required field\(s\) \['vocab_size'\]"):
+        Glm4vConfig.from_dict(config)
+    config["text_config"]["vocab_size"] = 1024
+    with pytest.raises(ValueError, match=r"vision_config is missing required field\(s\) \['out_hidden_size'\]"):
+        Glm4vConfig.from_dict(config)
+    del config["vision_config"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config is missing the required 'vision_config' section"):
+        load_ours(tmp_path)
+
+
+def tiny_config() -> dict:
+    return json.loads((TINY / "config.json").read_text())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", r"config.json is not valid JSON \(Expecting property name"),
+    ("[1, 2]", r"config.json holds a JSON list; expected a GLM-4.1V config.json"),
+    ("\xff", r"config.json is not valid JSON"),
+])
+def test_config_json_that_is_not_a_json_object(tmp_path, text, message):
+    (tmp_path / "config.json").write_text(text, encoding="latin-1")
+    with pytest.raises(ValueError, match=message):
+        load_ours(tmp_path)
+
+
+@pytest.mark.parametrize("section, key, value, error, message", [
+    ("text_config", "hidden_size", "128", TypeError, r"text_config.hidden_size = '128' should be int"),
+    ("text_config", "num_hidden_layers", 4.5, TypeError, r"text_config.num_hidden_layers = 4.5 should be int"),
+    ("text_config", "rms_norm_eps", "1e-5", TypeError, r"text_config.rms_norm_eps = '1e-5' should be float"),
+    ("vision_config", "depth", True, TypeError, r"vision_config.depth = True should be int"),
+    ("text_config", "num_attention_heads", 0, ValueError, r"text_config.num_attention_heads must be >= 1, got 0"),
+    ("text_config", "num_key_value_heads", -1, ValueError, r"text_config.num_key_value_heads must be >= 1"),
+    ("vision_config", "num_heads", 0, ValueError, r"vision_config.num_heads must be >= 1, got 0"),
+    ("vision_config", "patch_size", 0, ValueError, r"vision_config.patch_size must be >= 1, got 0"),
+    ("text_config", "rms_norm_eps", -1e-5, ValueError, r"text_config.rms_norm_eps must be a finite number > 0"),
+    ("text_config", "hidden_act", "gelu", ValueError, r"text_config.hidden_act 'gelu' is not supported"),
+    ("vision_config", "hidden_act", "gelu", ValueError, r"vision_config.hidden_act 'gelu' is not supported"),
+    ("text_config", "pad_token_id", 151329, ValueError,
+     r"text_config.pad_token_id 151329 is outside the vocabulary \[0, 1024\)"),
+    ("text_config", "eos_token_id", [1000, 5000], ValueError,
+     r"text_config.eos_token_id 5000 is outside the vocabulary \[0, 1024\)"),
+])
+def test_config_field_types_and_ranges(section, key, value, error, message):
+    config = tiny_config()
+    config[section][key] = value
+    with pytest.raises(error, match=message):
+        Glm4vConfig.from_dict(config)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("mrope_section", [-1, 5, 4], r"text_config.mrope_section must hold counts >= 0, got \[-1, 5, 4\]"),
+    ("rope_theta", 0, r"text_config.rope_theta must be a finite number > 0, got 0"),
+    ("partial_rotary_factor", 2.0, r"partial_rotary_factor must lie in \(0, 1\], got 2.0"),
+])
+def test_config_rope_parameters(key, value, message):
+    config = tiny_config()
+    config["text_config"]["rope_parameters"][key] = value
+    with pytest.raises(ValueError, match=message):
+        Glm4vConfig.from_dict(config)
+
+
+def test_missing_pad_token_id_is_the_first_eos_not_the_9b_id():
+    config = tiny_config()
+    del config["text_config"]["pad_token_id"]
+    assert Glm4vConfig.from_dict(config).text_config.pad_token_id == 1000
+    assert Glm4vConfig(text_config=dict(pad_token_id=None)).text_config.pad_token_id == 151329  # 9B eos[0]
+
+
+def test_unknown_keys_are_warned_about_with_the_likely_meant_key():
+    config = tiny_config()
+    config["text_config"]["rms_norm_epsilon"] = 1e-6
+    config["image_token_idx"] = 3
+    with pytest.warns(UserWarning) as record:
+        Glm4vConfig.from_dict(config)
+    assert [str(w.message) for w in record] == [
+        "config.json: unknown key 'image_token_idx' is ignored (did you mean 'image_token_id'?)",
+        "config.json text_config: unknown key 'rms_norm_epsilon' is ignored (did you mean 'rms_norm_eps'?)"]
+
+
+def test_hf_bookkeeping_keys_are_not_warned_about():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Glm4vConfig.from_pretrained(TINY)  # written by transformers: model_type, use_cache, initializer_range, ...
+
+
+CONFIG_KEYS = [("text_config", k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                            "rms_norm_eps", "hidden_act", "pad_token_id", "vocab_size")] + \
+              [("vision_config", k) for k in ("patch_size", "num_heads", "depth", "spatial_merge_size")]
+json_values = st.one_of(st.integers(-2, 70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4),
+                        st.booleans(), st.none(), st.lists(st.integers(0, 3), max_size=2), st.just("gelu"))
+
+
+def config_value_invalid(key, value):
+    if key == "hidden_act":
+        return value != "silu"
+    if key == "rms_norm_eps":
+        return not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and value > 0)
+    if key == "pad_token_id":
+        return value is not None and (type(value) is not int or not 0 <= value < 1024)  # None: the first eos id
+    return type(value) is not int or value < 1
+
+
+@given(where=st.sampled_from(CONFIG_KEYS), value=json_values)
+def test_fuzz_config_values(where, value):
+    section, key = where
+    config = json.loads((TINY / "config.json").read_text())
+    config[section][key] = value
+
+    def check(made):
+        if config_value_invalid(key, value):
+            return f"accepted {section}.{key} = {value!r}"
+        with torch.device("meta"):
+            Glm4vForConditionalGeneration(made)  # a config that is accepted must build a model
+    classify("config", lambda: Glm4vConfig.from_dict(config), check, (key, "config"))

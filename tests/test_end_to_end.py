@@ -23,7 +23,7 @@ def models():
 
 
 @pytest.fixture(scope="module")
-def processor():
+def budget_processor():
     return Glm4vProcessor(Glm4vImageProcessor(**BUDGET), Glm4vTokenizer.from_pretrained(REPO / "data" / "tokenizer"),
                           Glm4vVideoProcessor(**BUDGET))
 
@@ -46,8 +46,8 @@ def assert_same_logits(models, inputs):
     torch.testing.assert_close(a[real], b[real], rtol=1e-5, atol=1e-5)
 
 
-def test_photo_and_question(models, processor):
-    inputs = processor(messages=ask("image", photo()))
+def test_photo_and_question(models, budget_processor):
+    inputs = budget_processor(messages=ask("image", photo()))
     # 600x512 photo over budget: beta = sqrt(2*600*512 / 50176) = 3.499 -> floor(600/beta/28)*28 = 168,
     # floor(512/beta/28)*28 = 140 pixels -> a 12x10 patch grid, 30 merged tokens
     assert inputs["image_grid_thw"].tolist() == [[1, 12, 10]]
@@ -55,17 +55,17 @@ def test_photo_and_question(models, processor):
     assert_same_logits(models, inputs)
 
 
-def test_batch_of_two_photos_left_padded(models, processor):
+def test_batch_of_two_photos_left_padded(models, budget_processor):
     image = photo()
-    inputs = processor(messages=[ask("image", image), ask("image", image.crop((0, 0, 300, 200)))])
+    inputs = budget_processor(messages=[ask("image", image), ask("image", image.crop((0, 0, 300, 200)))])
     assert inputs["attention_mask"][1, 0] == 0  # the shorter prompt is left-padded
     assert_same_logits(models, inputs)
 
 
-def test_video_frames_and_question(models, processor):
+def test_video_frames_and_question(models, budget_processor):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(8, 90, 120, 3), dtype=np.uint8)  # 8 frames at 4 fps = 2 s
-    inputs = processor(messages=ask("video", frames), fps=4)
+    inputs = budget_processor(messages=ask("video", frames), fps=4)
     # the reference's duration estimate round(7 / 4) + 1 = 3 s at 2 fps -> 6 frames = 3 temporal groups
     assert inputs["video_grid_thw"][0, 0] == 3
     assert int((inputs["mm_token_type_ids"] == 2).sum()) == int(inputs["video_grid_thw"].prod()) // 4

@@ -3,15 +3,17 @@ nn.Linear, the KV cache equals full recomputation, eos/padding, the thinking bud
 argument errors."""
 
 import inspect
+import math
 
 import pytest
 import torch
-from helpers import REPO, model_inputs
+from helpers import IDS, TINY, classify, load_ours, model_inputs
+from hypothesis import given
+from hypothesis import strategies as st
 from torch.testing import assert_close
 
 from minglm4v.generation import decoding
 from minglm4v.generation.streaming import TextIteratorStreamer, TextStreamer, stream_generate
-from minglm4v.processing.tokenizer import Glm4vTokenizer
 
 NEW = 20  # new tokens per oracle comparison (>= 16 asked for)
 THINK_END, ANSWER = 1017, 1018  # '</think>', '<answer>' in the fixture tokenizer (data/tokenizer)
@@ -190,11 +192,6 @@ def test_streamer_end_flushes_an_unfinished_character():
     assert pieces == ["hi", "\ufffd"]
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return Glm4vTokenizer.from_pretrained(REPO / "data" / "tokenizer")
-
-
 def test_streamed_text_is_the_decoded_output(ours_tiny, oracle_cases, tokenizer):
     inputs = model_inputs(oracle_cases["image"])
     pieces = []
@@ -252,3 +249,56 @@ def test_bad_arguments_are_explained(ours_tiny, kwargs, match):
 def test_streamer_without_put_is_a_type_error(ours_tiny):
     with pytest.raises(TypeError, match=r"streamer must have put\(token_ids\) and end\(\)"):
         ours_tiny.generate(torch.tensor([[5, 6]]), streamer=print)
+
+
+# ---- bad arguments
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(input_ids=torch.zeros(1, 0, dtype=torch.long)), ValueError, r"got shape \(1, 0\); a prompt needs at least"),
+    (dict(attention_mask=torch.tensor([[2, 1, 1, 1]])), ValueError, r"only 0 \(padding\) and 1 \(token\)"),
+    (dict(attention_mask=torch.tensor([[0.5, 1, 1, 1]])), ValueError, r"only 0 \(padding\) and 1 \(token\)"),
+    (dict(do_sample=True, temperature="0.7"), TypeError, "temperature must be a finite number, got str '0.7'"),
+    (dict(do_sample=True, temperature=float("nan")), TypeError, "temperature must be a finite number, got float nan"),
+    (dict(do_sample=True, top_p="0.9"), TypeError, "top_p must be a finite number, got str"),
+    (dict(repetition_penalty=float("inf")), TypeError, "repetition_penalty must be a finite number"),
+    (dict(do_sample=True, top_k=2.0), ValueError, r"top_k must be a positive int \(or None\), got 2.0"),
+    (dict(max_new_tokens=True), ValueError, "max_new_tokens must be a positive int, got True"),
+])
+def test_generate_arguments(ours_tiny, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ours_tiny.generate(**{"input_ids": IDS, "max_new_tokens": 2, **kwargs})
+
+
+def test_generate_without_a_usable_pad_id():
+    model = load_ours(TINY)
+    model.config.text_config.pad_token_id = None
+    with pytest.raises(ValueError, match=r"text_config.pad_token_id must be a token id in \[0, 1024\) .*got None"):
+        model.generate(IDS, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_nan_logits_stop_generation_with_likely_causes(nan_model_dir, do_sample):
+    model = load_ours(nan_model_dir)
+    with pytest.raises(ValueError, match=r"the model produced NaN or infinite logits at generation step 0; likely "
+                                         r"causes: NaN/inf weights in the checkpoint, NaN/inf pixel values"):
+        model.generate(IDS, max_new_tokens=2, do_sample=do_sample)
+
+
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2, 5), st.text(max_size=3), st.none())
+
+
+@given(kwargs=st.fixed_dictionaries({}, optional={
+    "max_new_tokens": st.one_of(st.integers(-1, 3), st.just(2.0), st.just(True)), "do_sample": st.booleans(),
+    "temperature": numbers, "top_k": numbers, "top_p": numbers, "repetition_penalty": numbers}))
+def test_fuzz_generate(ours_tiny, kwargs):
+    prompt = torch.tensor([[5, 6, 7]])
+    kwargs.setdefault("max_new_tokens", 2)
+
+    def check(out):
+        t = kwargs.get("temperature", 1.0)
+        if kwargs.get("do_sample") and not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            return f"sampled with temperature {t!r}"
+        new = out.shape[1] - prompt.shape[1]
+        if not 1 <= new <= kwargs["max_new_tokens"] or out.min() < 0 or out.max() >= 1024:
+            return f"output {out.tolist()}"
+    culprits = tuple(kwargs) + ("do_sample",)
+    classify("generate", lambda: ours_tiny.generate(prompt, **kwargs), check, culprits)

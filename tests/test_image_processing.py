@@ -1,12 +1,18 @@
 """minglm4v.processing.image against transformers' Glm4vImageProcessorPil and hand-computed layouts."""
 
 import json
+import tempfile
 import warnings
+from pathlib import Path
 
 import matplotlib.cbook
 import numpy as np
 import pytest
 import torch
+from helpers import check_pixels, classify
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
 from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
 from transformers.models.glm4v.image_processing_pil_glm4v import smart_resize as oracle_smart_resize
@@ -321,3 +327,126 @@ def test_rejects_empty_batch_and_other_tensor_types(ours):
 def test_to_rgb_rejects_unconvertible_mode():
     with pytest.raises(ValueError, match="cannot convert a PIL image of mode La to RGB"):
         to_rgb(Image.new("La", (4, 4)))
+
+
+# ---- bad pictures and settings
+@pytest.mark.parametrize("text, message", [
+    ("{", r"preprocessor_config.json is not valid JSON"),
+    ("[]", r"preprocessor_config.json holds a JSON list"),
+    ('{"size": 5}', r"preprocessor_config.json has 'size': 5; expected \{'shortest_edge': min_pixels"),
+    ('{"patch_size": "14"}', r"patch_size must be an int, got str '14'"),
+    ('{"size": {"shortest_edge": 0}}', r"min_pixels must be >= 1, got 0"),
+])
+def test_invalid_preprocessor_config(tmp_path, text, message):
+    (tmp_path / "preprocessor_config.json").write_text(text)
+    with pytest.raises((ValueError, TypeError), match=message):
+        Glm4vImageProcessor.from_pretrained(tmp_path)
+
+
+def test_image_file_with_corrupt_exif(tmp_path):
+    path = tmp_path / "bad-exif.png"
+    Image.new("RGB", (40, 30)).save(path, exif=b"garbage-not-tiff")  # PIL's EXIF reader raises SyntaxError
+    with pytest.raises(ValueError, match=r"cannot read image file .*bad-exif.png: SyntaxError: not a TIFF file"):
+        Glm4vImageProcessor()(path)
+
+
+@pytest.mark.parametrize("image, error, message", [
+    (torch.zeros(3, 40, 50, dtype=torch.bfloat16), TypeError, "uint8 .* got dtype bfloat16"),
+    (torch.zeros(3, 40, 50, dtype=torch.uint8, device="meta"), ValueError, "on the meta device"),
+    (np.zeros((40, 50, 3), dtype=bool), TypeError, "uint8 .* got dtype bool"),
+    (np.zeros((40, 50, 3), dtype=object), TypeError, "uint8 .* got dtype object"),
+])
+def test_image_tensors_of_the_wrong_kind(image, error, message):
+    with pytest.raises(error, match=message):
+        Glm4vImageProcessor()(image)
+
+
+@pytest.mark.parametrize("settings, error, message", [
+    (dict(patch_size=0), ValueError, "patch_size must be >= 1, got 0"),
+    (dict(merge_size=0), ValueError, "merge_size must be >= 1, got 0"),
+    (dict(merge_size=1.5), TypeError, "merge_size must be an int, got float 1.5"),
+    (dict(temporal_patch_size=-2), ValueError, "temporal_patch_size must be >= 1, got -2"),
+    (dict(max_pixels=0), ValueError, "max_pixels must be >= 1, got 0"),
+    (dict(min_pixels="12544"), TypeError, "min_pixels must be an int, got str '12544'"),
+    (dict(min_pixels=10**9), ValueError, "min_pixels 1000000000 is larger than max_pixels 9633792"),
+    (dict(min_pixels=2 * 10**8 + 1, max_pixels=10**9), ValueError, "max_pixels 1000000000 is over minglm4v's limit"),
+    (dict(patch_size=5000), ValueError, "max_pixels 9633792 is smaller than the smallest picture these settings "
+                                        r"make: one 10000x10000 window \(patch_size \* merge_size\) in 2 frames"),
+    (dict(image_std=(0.5, 0.5)), ValueError, r"image_std must be 3 finite numbers .*got \(0.5, 0.5\)"),
+    (dict(image_std=(0.5, 0, 0.5)), ValueError, r"image_std must be > 0 in every channel"),
+    (dict(image_mean=(0.5, float("nan"), 0.5)), ValueError, "image_mean must be 3 finite numbers"),
+    (dict(image_mean="0.5"), ValueError, "image_mean must be 3 finite numbers"),
+])
+def test_image_processor_settings_are_checked_at_construction(settings, error, message):
+    with pytest.raises(error, match=message):
+        Glm4vImageProcessor(**settings)
+
+
+def test_pixel_range_too_narrow_for_the_grid():
+    # 30x40 needs an upscale to reach min_pixels; whole 28-pixel windows then give 84x112 x 2 frames
+    with pytest.raises(ValueError, match=r"nearest size 84x112 makes 18816 pixels; widen the range"):
+        Glm4vImageProcessor(min_pixels=12544, max_pixels=17103)(np.zeros((30, 40, 3), np.uint8))
+
+
+FUZZ_MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "I;16", "LA", "PA", "RGBX"]
+
+
+numpy_images = hnp.arrays(st.sampled_from([np.uint8, np.float32, np.int16, np.bool_]),
+                          hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=40))
+
+
+pil_images = st.builds(lambda mode, w, h: Image.new(mode, (w, h)), st.sampled_from(FUZZ_MODES),
+                       st.integers(0, 60), st.integers(0, 60))
+
+
+files = st.tuples(st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"]), st.binary(max_size=300))
+
+
+@given(image=st.one_of(numpy_images, numpy_images.map(torch.from_numpy), pil_images))
+def test_fuzz_images(image):
+    culprits = ("image", "uint8", "dtype", "shape", "size", "aspect ratio", "mode")
+    if isinstance(image, torch.Tensor) and image.ndim == 3:
+        image = image.permute(2, 0, 1) if image.shape[-1] in (1, 3, 4) else image
+    classify("images", lambda: Glm4vImageProcessor()(image), check_pixels, culprits)
+
+
+@given(content=files, exif=st.booleans())
+def test_fuzz_image_files(content, exif):
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "picture.png"
+        if exif:  # a real picture whose EXIF block is random bytes
+            Image.new("RGB", (30, 20), (9, 99, 199)).save(path, exif=content[1])
+        else:
+            path.write_bytes(content[0] + content[1])
+        classify("images", lambda: Glm4vImageProcessor()(path), check_pixels, ("picture.png",))
+
+
+SETTINGS = ["min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std"]
+
+
+values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4), st.booleans(), st.none(),
+                   st.lists(st.floats(-2, 2), max_size=4))
+
+
+sizes = {"min_pixels": 200_000, "max_pixels": 200_000, "patch_size": 64, "merge_size": 8, "temporal_patch_size": 4}
+
+
+setting = st.sampled_from(SETTINGS).flatmap(
+    lambda key: st.tuples(st.just(key), st.one_of(values, st.integers(-3, sizes.get(key, 3)))))
+
+
+def settings_problem(kwargs, out):
+    made = Glm4vImageProcessor(**kwargs)
+    pixels = int(out["image_grid_thw"].prod()) * made.patch_size ** 2 * made.temporal_patch_size
+    if not made.min_pixels <= made.max_pixels:
+        return f"accepted min_pixels {made.min_pixels} > max_pixels {made.max_pixels}"
+    if pixels > made.max_pixels and made.max_pixels >= 2 * (made.patch_size * made.merge_size) ** 2:
+        return f"{pixels} pixels over max_pixels {made.max_pixels}"
+    return check_pixels(out, patch=made.patch_size, frames=made.temporal_patch_size, merge=made.merge_size)
+
+
+@given(kwargs=st.lists(setting, max_size=3).map(dict))
+def test_fuzz_processor_settings(kwargs):
+    picture = np.full((30, 40, 3), 128, np.uint8)
+    classify("processor settings", lambda: Glm4vImageProcessor(**kwargs)(picture),
+             lambda out: settings_problem(kwargs, out), SETTINGS)

@@ -3,30 +3,22 @@
 measured accuracy."""
 
 import numpy as np
-import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, load_script
 from PIL import Image
-from train_micro_model import PAIRS, add_pair_tokens, demo_scene, save_base  # scripts/, on sys.path through helpers
 
 from minglm4v import Glm4vForConditionalGeneration
-from minglm4v.processing.processor import Glm4vProcessor
 from minglm4v.processing.tokenizer import Glm4vTokenizer
 from minglm4v.study.shapes import questions
 from minglm4v.study.shapes_eval import EVAL_SEED, answer, evaluate, grade, summarize
 
-MICRO = REPO / "data" / "micro-model"
-
-
-@pytest.fixture(scope="module")
-def micro():
-    return Glm4vForConditionalGeneration.from_pretrained(MICRO), Glm4vProcessor.from_pretrained(MICRO)
+SCRIPT = load_script("train_micro_model")  # SCRIPT.PAIRS, SCRIPT.add_pair_tokens, SCRIPT.demo_scene, SCRIPT.save_base
 
 
 def test_demo_picture(micro):
     """data/images/shapes.png, the picture ./run.sh asks about: all 22 questions the templates allow get
     well-formed replies, the count is right, and so is every shape named by its colour."""
-    scene = demo_scene()
+    scene = SCRIPT.demo_scene()
     picture = Image.open(REPO / "data" / "images" / "shapes.png")
     assert np.array_equal(np.asarray(picture), np.asarray(scene.image()))
     asked = questions(scene)
@@ -52,19 +44,19 @@ def test_add_pair_tokens(tmp_path):
     """Stage 3's starting point: each colour-shape pair becomes one added token wherever it is written,
     its embedding and lm_head rows start as the mean of its two words' rows, and every other row is
     unchanged, so the logits of the old tokens are too."""
-    save_base(tmp_path / "base")
-    start = add_pair_tokens(tmp_path / "base", tmp_path / "start")
+    SCRIPT.save_base(tmp_path / "base")
+    start = SCRIPT.add_pair_tokens(tmp_path / "base", tmp_path / "start")
     (old, old_tok), (new, new_tok) = ((Glm4vForConditionalGeneration.from_pretrained(d).eval(),
                                        Glm4vTokenizer.from_pretrained(d).tokenizer) for d in (tmp_path / "base", start))
     assert new.config.text_config.vocab_size == 1040 and new_tok.get_vocab_size() == 1034
-    pair_ids = [new_tok.token_to_id(pair) for pair in PAIRS]
+    pair_ids = [new_tok.token_to_id(pair) for pair in SCRIPT.PAIRS]
     assert sorted(pair_ids) == list(range(1022, 1034))
     question = new_tok.encode("Is there a red circle?").ids
     assert question[-2:] == [new_tok.token_to_id(" red circle"), old_tok.encode("?").ids[0]]
     for matrix in (lambda m: m.model.language_model.embed_tokens.weight, lambda m: m.lm_head.weight):
         before, after = matrix(old), matrix(new)
         assert torch.equal(after[:1022], before[:1022])
-        for pair, pid in zip(PAIRS, pair_ids):
+        for pair, pid in zip(SCRIPT.PAIRS, pair_ids):
             color, kind = (old_tok.encode(" " + word).ids[0] for word in pair.split())
             assert torch.equal(after[pid], (before[color] + before[kind]) / 2)
     ids = torch.tensor([old_tok.encode("What shape is red?").ids])

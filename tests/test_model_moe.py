@@ -7,8 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from helpers import model_inputs
-from make_fixtures import cases, randomize
+from helpers import CASE_NAMES, load_script, model_inputs
 from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 
@@ -16,7 +15,7 @@ from minglm4v import AutoModelForImageTextToText, Glm4vMoeConfig, Glm4vMoeForCon
 from minglm4v.model.moe import Router
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-CASE_NAMES = ("text", "image", "two_images", "image_between_text", "video", "batch")
+FIXTURE_SCRIPT = load_script("make_fixtures")  # the oracle cases and weights recipe, reused for MoE
 VARIANTS = {"normalised": {}, "unnormalised": dict(norm_topk_prob=False)}
 
 
@@ -33,7 +32,7 @@ def write_transformers_checkpoint(config: Glm4vMoeConfig, directory, seed=0):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     hf = HFModel(HFConfig.from_dict(config.to_dict())).eval()
-    randomize(hf, gen)
+    FIXTURE_SCRIPT.randomize(hf, gen)
     with torch.no_grad():
         for name, p in hf.named_parameters():
             if ".experts." in name:  # (E, out, in): keep each expert's output O(1)
@@ -54,7 +53,7 @@ def pair(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def moe_cases():
-    return cases(torch.Generator().manual_seed(0))
+    return FIXTURE_SCRIPT.cases(torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)

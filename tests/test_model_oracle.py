@@ -5,7 +5,17 @@ import importlib.util
 
 import pytest
 import torch
-from helpers import CASE_NAMES, CASES, REPO, TINY, TINY_BF16, VISION_CASES, hf_config, hf_vision_features, model_inputs
+from helpers import (
+    CASE_NAMES,
+    CASES,
+    REPO,
+    TINY,
+    TINY_BF16,
+    VISION_CASES,
+    hf_config,
+    hf_vision_features,
+    model_inputs,
+)
 from safetensors.torch import load_file
 from torch.testing import assert_close
 

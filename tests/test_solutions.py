@@ -1,6 +1,8 @@
-"""The exercise solutions in notebooks/solutions/ give the right values, checked against the package."""
+"""The exercise solutions in notebooks/solutions/ give the right values, checked against the package, against
+transformers (notebook 13) and on the micro model (notebook 15)."""
 
 import math
+import random
 import sys
 
 import numpy as np
@@ -8,15 +10,19 @@ import pytest
 import torch
 from helpers import REPO, TINY, TINY_BF16
 from PIL import Image
+from torch import nn
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
 from minglm4v.model.rope import get_rope_index, mrope_cos_sin, vision_cos_sin, vision_positions
 from minglm4v.processing.chat_template import parse_thinking
 from minglm4v.processing.image import Glm4vImageProcessor, smart_resize, unpatchify
 from minglm4v.processing.processor import Glm4vProcessor
-from minglm4v.processing.tokenizer import Glm4vTokenizer
 from minglm4v.processing.video import Glm4vVideoProcessor, sample_frame_indices
+from minglm4v.study.attention_maps import image_token_map, record_attention
+from minglm4v.study.compare import check_inputs, compare_checkpoint, component_names, component_outputs, differences
 from minglm4v.study.fake_inputs import create_fake_image_inputs, create_multimodal_inputs
+from minglm4v.study.shapes import Scene, Shape, random_scene
+from minglm4v.training import lora
 
 sys.path.insert(0, str(REPO / "notebooks"))
 from solutions import (  # noqa: E402
@@ -33,7 +39,14 @@ from solutions import (  # noqa: E402
     ex10_generation,
     ex11_sampling,
     ex12_micro_model,
+    ex14_training,
     ex16_performance,
+)
+from solutions import (
+    ex13_reference_check as ex13,
+)
+from solutions import (
+    ex15_what_the_model_looks_at as ex15,
 )
 
 TINY_CFG = Glm4vConfig.tiny()
@@ -48,11 +61,6 @@ def tiny():
 @pytest.fixture(scope="module")
 def fixture_model():
     return Glm4vForConditionalGeneration.from_pretrained(TINY)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return Glm4vTokenizer.from_pretrained(REPO / "data" / "tokenizer")
 
 
 def test_00_parts_add_up_to_the_total(tiny):
@@ -245,6 +253,173 @@ def test_12_counting_streamer_and_split_reply(fixture_model, tokenizer):
                   "<think>A", "A</think><answer>B</answer>", "<answer>B</answer>", "B",
                   "x <think> I see </think> <answer> a cat </answer> y"]:
         assert ex12_micro_model.split_reply(reply) == parse_thinking(reply)
+
+
+@pytest.fixture(scope="module")
+def oracle_13():
+    """The fixture's input and transformers' outputs for the finer stages."""
+    import transformers
+
+    reference = transformers.Glm4vForConditionalGeneration.from_pretrained(TINY).eval()
+    inputs = check_inputs(reference.config)
+    names = ex13.finer_names(reference.config)
+    return inputs, names, component_outputs(reference, names, inputs)
+
+
+def broken(part: str):
+    model = Glm4vForConditionalGeneration.from_pretrained(TINY)
+    with torch.no_grad():
+        model.get_submodule(part).weight.mul_(1.5)
+    return model
+
+
+def test_13_first_mismatch_names_the_broken_stage(oracle_13):
+    inputs, names, theirs = oracle_13
+    model = Glm4vForConditionalGeneration.from_pretrained(TINY)
+    assert ex13.first_mismatch(differences(component_outputs(model, names, inputs), theirs)) is None
+    for part, stage in [("model.language_model.layers.1.post_mlp_layernorm", "model.language_model.layers.1"),
+                        ("model.visual.blocks.1.norm2", "model.visual.blocks.1.mlp")]:
+        rows = differences(component_outputs(broken(part), names, inputs), theirs)
+        assert ex13.first_mismatch(rows) == stage
+
+
+def test_13_finer_names_in_flow_order_and_the_norm_break_is_after_both_halves(oracle_13):
+    inputs, names, theirs = oracle_13
+    assert names[3:7] == ["model.visual.blocks.0.attn", "model.visual.blocks.0.mlp", "model.visual.blocks.0",
+                          "model.visual.blocks.1.attn"]
+    assert names[-8:] == ["model.language_model.layers.0.self_attn", "model.language_model.layers.0.mlp",
+                          "model.language_model.layers.0", "model.language_model.layers.1.self_attn",
+                          "model.language_model.layers.1.mlp", "model.language_model.layers.1",
+                          "model.language_model.norm", "lm_head"]
+    assert len(names) == 13 + 2 * 4
+    rows = differences(component_outputs(broken("model.language_model.layers.1.post_mlp_layernorm"),
+                                         names, inputs), theirs)
+    relative = {row.name: row.relative for row in rows}
+    # post_mlp_layernorm scales the MLP's output after the hook on `mlp` has seen it
+    assert relative["model.language_model.layers.1.mlp"] < 1e-5 < relative["model.language_model.layers.1"]
+
+
+def test_13_bf16_stages_are_all_bit_identical_unlike_float32():
+    assert ex13.bf16_exact_stages(TINY) == component_names(Glm4vConfig.tiny())
+    rows, _ = compare_checkpoint(TINY)
+    assert any(row.max_diff > 0 for row in rows)  # float32 differs in the last bits somewhere
+
+
+def language_model(path):
+    return path.startswith("model.language_model.")
+
+
+@torch.no_grad()
+def test_14_masked_loss_equals_the_models_loss():
+    torch.manual_seed(0)
+    model = Glm4vForConditionalGeneration(TINY_CFG)
+    inputs = create_multimodal_inputs(TINY_CFG, num_images=1, text_length=12, height=56, width=56)
+    labels = inputs["input_ids"].masked_fill(torch.arange(inputs["input_ids"].shape[1]) < 10, -100)
+    out = model(**inputs, labels=labels)
+    loss = ex14_training.masked_loss(out.logits, labels)
+    torch.testing.assert_close(loss, out.loss)
+    assert loss != ex14_training.masked_loss(out.logits, inputs["input_ids"])  # the mask matters
+
+
+def test_14_lora_update_is_what_merge_adds():
+    torch.manual_seed(0)
+    base = nn.Linear(6, 5)
+    layer = lora.LoRALinear(base, rank=2, alpha=4)
+    nn.init.normal_(layer.lora_B.weight)  # B starts at zero: give it something to add
+    x = torch.randn(3, 6)
+    with torch.no_grad():
+        wrapped = layer(x)
+        merged = base.weight + ex14_training.lora_update(layer.lora_A.weight, layer.lora_B.weight, 4)
+        layer.merge()
+    torch.testing.assert_close(base.weight, merged)
+    torch.testing.assert_close(nn.functional.linear(x, merged, base.bias), wrapped)
+
+
+def test_14_lora_parameter_count_equals_the_trainable_count():
+    for names, rank in (("all-linear", 8), ("q_proj,v_proj", 4)):
+        model = Glm4vForConditionalGeneration(TINY_CFG)
+        targets = lora.select_targets(model, names, language_model)
+        count = ex14_training.lora_parameter_count(model, targets, rank)
+        lora.inject(model, targets, rank, alpha=2 * rank)
+        assert count == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
+
+
+@pytest.fixture(scope="module")
+def recorded(micro):
+    model, processor = micro
+    content = [{"type": "image", "image": random_scene(random.Random(3)).image()},
+               {"type": "text", "text": "What color is the circle?"}]
+    prompt = processor(messages=[{"role": "user", "content": content}])
+    with torch.no_grad(), record_attention(model) as maps:
+        model(**prompt)
+    return model, prompt, maps
+
+
+def test_15_entropy_is_log_n_for_uniform_rows_and_below_for_the_model(recorded):
+    uniform = torch.full((2, 3, 5), 0.2)
+    torch.testing.assert_close(ex15.attention_entropy(uniform), torch.full((2, 3), math.log(5)))
+    one_hot = torch.zeros(1, 1, 4).index_fill_(-1, torch.tensor([2]), 1.0)
+    assert float(ex15.attention_entropy(one_hot)) == 0.0
+    _, prompt, maps = recorded
+    entropy = ex15.attention_entropy(maps.vision[0])
+    n = maps.vision[0].shape[-1]
+    assert entropy.shape == maps.vision[0].shape[:2]
+    assert bool((entropy > 0).all()) and bool((entropy <= math.log(n) + 1e-5).all())
+    # the mean entropy equals the definition written out with a loop over one head
+    p = maps.vision[0][1]
+    by_hand = torch.tensor([-sum(float(x) * math.log(float(x)) for x in row if x > 0) for row in p[:3]])
+    torch.testing.assert_close(entropy[1, :3], by_hand, rtol=1e-4, atol=1e-4)
+
+
+def test_15_looked_at_names_the_shape_under_the_top_window():
+    scene = Scene(100, (Shape("circle", "red", (0, 0, 40, 40), (220, 40, 40)),
+                        Shape("square", "blue", (60, 60, 100, 100), (40, 80, 220))))
+    window_map = torch.zeros(4, 4)
+    assert ex15.looked_at(scene, window_map.index_put((torch.tensor(0), torch.tensor(0)),
+                                                      torch.tensor(1.0))) == "red circle"
+    assert ex15.looked_at(scene, window_map.index_put((torch.tensor(3), torch.tensor(3)),
+                                                      torch.tensor(1.0))) == "blue square"
+    assert ex15.looked_at(scene, window_map.index_put((torch.tensor(0), torch.tensor(3)),
+                                                      torch.tensor(1.0))) == "background"
+
+
+def test_15_subject_hits_counts_scenes_with_a_colour_question(micro):
+    model, processor = micro
+    # seeds 3 and 7 allow a colour question, seed 4 (two green squares) none
+    hits, asked = ex15.subject_hits(model, processor, seeds=(3, 4, 7), max_new_tokens=80)
+    assert asked == 2
+    expected = 0
+    for seed, subject in ((3, "circle"), (7, "triangle")):  # the one circle / triangle of each scene
+        scene = random_scene(random.Random(seed))
+        content = [{"type": "image", "image": scene.image()}, {"type": "text", "text": f"What color is the {subject}?"}]
+        prompt = processor(messages=[{"role": "user", "content": content}])
+        with torch.no_grad():
+            out = model.generate(**prompt, max_new_tokens=80)
+            with record_attention(model) as maps:
+                model(input_ids=out, pixel_values=prompt["pixel_values"], image_grid_thw=prompt["image_grid_thw"])
+        text = processor.decode(out[0])
+        if "<answer>" not in text:
+            continue
+        at = out[0].tolist().index(processor.tokenizer.convert_tokens_to_ids("<answer>"))
+        heat = sum(maps.text[-1][0, h, at] for h in range(maps.text[-1].shape[1])) / maps.text[-1].shape[1]
+        window_map = image_token_map(heat, out[0], model.config.image_token_id, prompt["image_grid_thw"])
+        (shape,) = scene.find(kind=subject)
+        expected += ex15.looked_at(scene, window_map) == f"{shape.color} {shape.kind}"
+    assert hits == expected
+
+
+def test_15_image_share_matches_the_summed_image_token_map(recorded):
+    model, prompt, maps = recorded
+    ids, grid = prompt["input_ids"][0], prompt["image_grid_thw"]
+    query = ids.shape[0] - 1
+    shares = ex15.image_share(maps.text, ids, model.config.image_token_id, query)
+    assert shares.shape == (len(maps.text),)
+    for layer, share in enumerate(shares):
+        heads = maps.text[layer].shape[1]
+        total = sum(float(image_token_map(maps.text[layer][0, h, query], ids, model.config.image_token_id,
+                                          grid).sum()) for h in range(heads)) / heads
+        assert float(share) == pytest.approx(total, abs=1e-6)
+        assert 0 < float(share) < 1
 
 
 def test_16_longest_context_and_decode_ceiling():

@@ -6,16 +6,10 @@ import pytest
 import torch
 from sft_helpers import make_model_dir, picture, write_dataset
 
-from minglm4v.processing.processor import Glm4vProcessor
 from minglm4v.processing.special_tokens import image_block
 from minglm4v.training.data import DataError, SFTDataset, collate, read_jsonl
 
 IMAGE = image_block(16)  # 112x112: 8x8 patches / 2x2 merge
-
-
-@pytest.fixture(scope="module")
-def processor(tmp_path_factory):
-    return Glm4vProcessor.from_pretrained(make_model_dir(tmp_path_factory.mktemp("model")))
 
 
 def _file(tmp_path, *lines: str):

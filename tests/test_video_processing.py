@@ -5,13 +5,16 @@ shares with the image processor is checked against transformers in test_image_pr
 """
 
 import json
+import math
 import sys
 
 import matplotlib.cbook
 import numpy as np
 import pytest
 import torch
-from helpers import write_video
+from helpers import check_pixels, classify, write_video
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from minglm4v.processing.image import Glm4vImageProcessor, smart_resize, unnormalize, unpatchify
@@ -19,7 +22,7 @@ from minglm4v.processing.video import Glm4vVideoProcessor, load_video, sample_fr
 
 
 @pytest.fixture(scope="module")
-def processor():
+def video_processor():
     return Glm4vVideoProcessor()
 
 
@@ -89,9 +92,9 @@ def test_defaults_are_the_checkpoint_video_config(tmp_path):
     assert Glm4vVideoProcessor.from_pretrained(tmp_path / "saved").to_dict()["fps"] == 1
 
 
-def test_rows_are_group_window_patch_ordered_and_slices_are_consecutive_frames(processor):
+def test_rows_are_group_window_patch_ordered_and_slices_are_consecutive_frames(video_processor):
     video = make_video(6, 56, 84)  # multiples of 28 inside the budget: no resizing, exact pixels
-    out = processor(video, sample_frames=False, fps=1)
+    out = video_processor(video, sample_frames=False, fps=1)
     assert out.video_grid_thw.tolist() == [[3, 4, 6]]
     rows = out.pixel_values_videos.view(-1, 3, 2, 14, 14).transpose(1, 2)  # (row, t, c, i, j)
     pixels = (unnormalize(rows) * 255).round().to(torch.uint8)
@@ -107,33 +110,33 @@ def test_rows_are_group_window_patch_ordered_and_slices_are_consecutive_frames(p
                             assert torch.equal(pixels[row, t], patch)
 
 
-def test_sampled_frames_fill_the_temporal_pairs(processor):
+def test_sampled_frames_fill_the_temporal_pairs(video_processor):
     video = make_video(60, 56, 56)  # 2 s at 30 fps
-    out = processor(video, fps=30)
+    out = video_processor(video, fps=30)
     indices = [0, 15, 30, 45, 59, 59]
     assert out.video_grid_thw.tolist() == [[3, 4, 4]]
     assert np.array_equal(decoded_frames(out), video[indices])
     assert out.timestamps == [[0, 1, 1]]  # frames 0, 30, 59 at 30 fps, whole seconds
 
 
-def test_timestamps_of_a_ten_second_clip(processor):
-    out = processor(make_video(300, 56, 56), fps=30)  # samples 0, 15, ..., 285, 299, 299
+def test_timestamps_of_a_ten_second_clip(video_processor):
+    out = video_processor(make_video(300, 56, 56), fps=30)  # samples 0, 15, ..., 285, 299, 299
     assert out.video_grid_thw[0, 0] == 11
     assert out.timestamps == [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9]]
 
 
-def test_without_fps_sampling_is_refused_and_timestamps_assume_24(processor):
+def test_without_fps_sampling_is_refused_and_timestamps_assume_24(video_processor):
     video = make_video(50, 56, 56)
     with pytest.raises(ValueError, match=r"fps \(the source frame rate\) is needed"):
-        processor(video)
+        video_processor(video)
     with pytest.warns(UserWarning, match="assuming 24 frames per second"):
-        out = processor(video, sample_frames=False)
+        out = video_processor(video, sample_frames=False)
     assert out.timestamps == [[0] * 12 + [1] * 12 + [2]]  # int(2g / 24) for the 25 groups
 
 
-def test_odd_frame_count_repeats_the_last_frame(processor):
+def test_odd_frame_count_repeats_the_last_frame(video_processor):
     video = make_video(5, 56, 56)
-    out = processor(video, sample_frames=False, fps=1)
+    out = video_processor(video, sample_frames=False, fps=1)
     assert out.video_grid_thw.tolist() == [[3, 4, 4]]
     assert np.array_equal(decoded_frames(out), video[[0, 1, 2, 3, 4, 4]])
     assert out.timestamps == [[0, 2, 4]]
@@ -149,20 +152,20 @@ def test_a_two_frame_still_equals_the_image_processor():
     assert torch.equal(video.video_grid_thw, image.image_grid_thw)
 
 
-def test_input_forms_agree(processor):
+def test_input_forms_agree(video_processor):
     video = make_video(10, 60, 90)
-    reference = processor(video, fps=5)
-    as_tensor = processor(torch.from_numpy(video).permute(0, 3, 1, 2), fps=5)
-    as_images = processor([Image.fromarray(frame) for frame in video], fps=5)
+    reference = video_processor(video, fps=5)
+    as_tensor = video_processor(torch.from_numpy(video).permute(0, 3, 1, 2), fps=5)
+    as_images = video_processor([Image.fromarray(frame) for frame in video], fps=5)
     for out in (as_tensor, as_images):
         assert torch.equal(out.pixel_values_videos, reference.pixel_values_videos)
         assert torch.equal(out.video_grid_thw, reference.video_grid_thw) and out.timestamps == reference.timestamps
 
 
-def test_batch_of_videos_concatenates(processor):
+def test_batch_of_videos_concatenates(video_processor):
     first, second = make_video(60, 56, 56), make_video(8, 84, 112)
-    out = processor([first, second], fps=[30, 2])
-    alone = [processor(first, fps=30), processor(second, fps=2)]
+    out = video_processor([first, second], fps=[30, 2])
+    alone = [video_processor(first, fps=30), video_processor(second, fps=2)]
     assert torch.equal(out.pixel_values_videos, torch.cat([a.pixel_values_videos for a in alone]))
     assert torch.equal(out.video_grid_thw, torch.cat([a.video_grid_thw for a in alone]))
     assert out.timestamps == alone[0].timestamps + alone[1].timestamps
@@ -181,17 +184,17 @@ def test_batch_of_videos_concatenates(processor):
     (make_video(4, 56, 56), {"fps": 30, "return_tensors": "np"}, ValueError, "only return_tensors='pt'"),
     (make_video(4, 20, 5000), {"fps": 30}, ValueError, "aspect ratio must be smaller than 200"),
 ])
-def test_rejects_bad_videos(processor, videos, kwargs, error, message):
+def test_rejects_bad_videos(video_processor, videos, kwargs, error, message):
     with pytest.raises(error, match=message):
-        processor(videos, **kwargs)
+        video_processor(videos, **kwargs)
 
 
-def test_load_video_reads_frames_and_metadata(processor, tmp_path):
+def test_load_video_reads_frames_and_metadata(video_processor, tmp_path):
     video = make_video(12, 56, 56)
     write_video(tmp_path / "clip.mov", video, fps=6)
     frames, metadata = load_video(tmp_path / "clip.mov")
     assert np.array_equal(frames, video) and metadata == {"fps": 6.0, "duration": 2.0}
-    out = processor(frames, **metadata)  # 2 s -> 4 samples at ceil(3 i) = 0, 3, 6, 9
+    out = video_processor(frames, **metadata)  # 2 s -> 4 samples at ceil(3 i) = 0, 3, 6, 9
     assert np.array_equal(decoded_frames(out), video[[0, 3, 6, 9]]) and out.timestamps == [[0, 1]]
 
 
@@ -209,3 +212,39 @@ def test_load_video_without_pyav_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
     with pytest.raises(ImportError, match="pip install av"):
         load_video(tmp_path / "clip.mp4")
+
+
+# ---- bad frame rates and settings
+@pytest.mark.parametrize("fps", [float("nan"), float("inf"), 0, -1, "30"])
+def test_video_fps_must_be_a_finite_positive_number(fps):
+    video = np.zeros((4, 28, 28, 3), np.uint8)
+    for sample_frames in (True, False):
+        with pytest.raises(ValueError, match=f"fps must be the source frame rate, a finite number > 0; got {fps!r}"):
+            Glm4vVideoProcessor()(video, fps=fps, sample_frames=sample_frames)
+
+
+def test_video_fps_too_small_to_date_the_frames():
+    for sample_frames in (True, False):
+        with pytest.raises(ValueError, match=r"fps=5e-324 puts 4 frames at an infinite time"):
+            Glm4vVideoProcessor()(np.zeros((4, 28, 28, 3), np.uint8), fps=5e-324, sample_frames=sample_frames)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(fps=0), r"fps \(frames sampled per second\), a finite number > 0; got 0"),
+    (dict(max_duration=float("inf")), r"max_duration \(seconds\), a finite number > 0; got inf"),
+])
+def test_video_processor_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        Glm4vVideoProcessor(**settings)
+
+
+@given(fps=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2, 60), st.text(max_size=3)),
+       sample=st.booleans())
+def test_fuzz_video_fps(fps, sample):
+    video = np.zeros((6, 28, 28, 3), np.uint8)
+
+    def check(out):
+        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+            return f"accepted fps {fps!r}"
+        return check_pixels(out, "pixel_values_videos", "video_grid_thw")
+    classify("video", lambda: Glm4vVideoProcessor()(video, fps=fps, sample_frames=sample), check, ("fps",))
