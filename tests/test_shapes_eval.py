@@ -40,6 +40,14 @@ def test_grade_position_words_and_box():
     assert no_box.correct and not no_box.well_formed and no_box.iou == 0
 
 
+@pytest.mark.parametrize("box", ["[0,400,400,0]", "[400,0,0,400]", "[0,0,0,400]", "[0,0,400,0]", "[400,400,0,0]"])
+def test_grade_a_box_with_corners_out_of_order_is_wrong(box):
+    # what a 300-step model wrote: [350,150,560,70] has y2 < y1; it encloses nothing, whatever the words
+    graded = grade(WHERE, reply(f"top left <|begin_of_box|>{box}<|end_of_box|>"))
+    assert graded.correct  # the words are graded on their own
+    assert graded.iou == 0 and not graded.well_formed
+
+
 def test_summary_and_table():
     graded = [grade(COUNT, reply("2")), grade(COUNT, reply("1")), grade(WHERE, reply(WHERE.answer)),
               grade(WHERE, reply("bottom left <|begin_of_box|>[500,500,900,900]<|end_of_box|>"))]

@@ -12,7 +12,8 @@ counterpart.
     format_table(summary) -> the printed table
 
 A reply is well-formed when it is exactly `<think>…</think><answer>…</answer>` and the answer has the
-form its question asks for (a number, a colour, a shape, yes/no, or position words and one box).
+form its question asks for (a number, a colour, a shape, yes/no, or position words and one box with
+x1 < x2 and y1 < y2).
 """
 
 import random
@@ -41,8 +42,9 @@ class Graded:
     question: Question
     reply: str  # decoded with skip_special_tokens=True
     well_formed: bool
-    correct: bool  # the answer equals the expected one (position: the words only)
-    iou: float | None  # position questions: IoU of the first box with the true box (0 if none)
+    correct: bool  # the answer equals the expected one (position: the words only, the box is `iou`)
+    iou: float | None  # position questions: IoU of the first box with the true box (0 if none, or if
+    #                    its corners are out of order: x2 <= x1 or y2 <= y1)
 
 
 def grade(question: Question, reply: str) -> Graded:
@@ -53,8 +55,10 @@ def grade(question: Question, reply: str) -> Graded:
     if question.kind != "position":
         return Graded(question, reply, well_formed, answer == question.answer, None)
     boxes, truth = parse_boxes(answer), parse_boxes(question.answer)[0]
-    return Graded(question, reply, well_formed, answer.split()[:2] == question.answer.split()[:2],
-                  box_iou(boxes[0], truth) if boxes else 0.0)
+    # a "box" whose corners come in the wrong order ([350,150,560,70]: y2 < y1) encloses nothing
+    box = boxes[0] if boxes and boxes[0][0] < boxes[0][2] and boxes[0][1] < boxes[0][3] else None
+    return Graded(question, reply, well_formed and box is not None,
+                  answer.split()[:2] == question.answer.split()[:2], box_iou(box, truth))
 
 
 def eval_questions(pictures: int, seed: int, renderer: str = "shapes") -> list[tuple]:
