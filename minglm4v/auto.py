@@ -20,6 +20,11 @@ from .processing.tokenizer import Glm4vTokenizer
 MODELS = {cls.config_class.model_type: cls for cls in (Glm4vForConditionalGeneration, Glm4vMoeForConditionalGeneration)}
 
 
+def load_config(directory):
+    """The config of a model directory, of the class its config.json `model_type` names."""
+    return MODELS[check_model_type(directory) or "glm4v"].config_class.from_pretrained(directory)
+
+
 class _Auto:
     target: type
 

@@ -197,3 +197,56 @@ def test_info_prints_total_and_active_parameters(pair, tmp_path, capsys):
     assert cli.main(["info", str(directory)]) == 0
     total = sum(t.numel() for t in ours.state_dict().values())  # a checkpoint also holds the bias buffers
     assert f"{'total':<16}{total:>16,} parameters" in capsys.readouterr().out
+
+
+def test_router_aux_loss_equals_transformers(pair, moe_cases):
+    ours, hf, _ = pair
+    case = moe_cases["batch"]  # left padding: the mask leaves the pads out of the balance
+    inputs = model_inputs(case)
+    with torch.no_grad():
+        got = ours(**inputs, labels=case["labels"], output_router_logits=True)
+        want = hf(**inputs, labels=case["labels"], output_router_logits=True)
+        plain = ours(**inputs, labels=case["labels"])
+    assert_close(got.aux_loss, want.aux_loss, **TOL)
+    assert_close(got.loss, want.loss, **TOL)
+    coef = ours.config.text_config.router_aux_loss_coef
+    assert_close(got.loss, plain.loss + coef * got.aux_loss, **TOL) and plain.aux_loss is None
+
+
+@pytest.mark.parametrize("extra", [["--freeze", "vision,merger"],
+                                   ["--lora-rank", "4", "--freeze", "none", "--bf16", "--router-aux-loss"]])
+def test_train_on_a_moe_model(pair, tmp_path, moe_cases, extra):
+    """`minglm4v train` on GLM-4.5V's architecture, full and LoRA (experts and shared experts included);
+    the output loads in transformers with equal logits, its router stored in fp32."""
+    import json
+    import shutil
+
+    from helpers import REPO
+    from sft_helpers import run_train, write_dataset
+    from transformers import Glm4vMoeForConditionalGeneration as HFModel
+
+    from minglm4v.processing.image import Glm4vImageProcessor
+    from minglm4v.processing.video import Glm4vVideoProcessor
+    _, hf, directory = pair
+    base = tmp_path / "base"
+    shutil.copytree(directory, base)
+    for path in (REPO / "data" / "tokenizer").iterdir():
+        shutil.copy(path, base / path.name)
+    Glm4vImageProcessor().save_pretrained(base)
+    Glm4vVideoProcessor().save_pretrained(base)
+    data = write_dataset(tmp_path / "data", 4)
+    run_train("--model", str(base), "--data", str(data), "--output-dir", str(tmp_path / "out"), "--max-steps", "2",
+              "--batch-size", "2", "--lr", "1e-2", *extra)
+    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    stored = load_file(tmp_path / "out" / "model.safetensors")
+    assert stored["model.language_model.layers.1.mlp.gate.weight"].dtype == torch.float32
+    inputs = model_inputs(moe_cases["image"])
+    with torch.no_grad():
+        ours = AutoModelForImageTextToText.from_pretrained(tmp_path / "out")(**inputs).logits
+        theirs = HFModel.from_pretrained(tmp_path / "out").eval()(**inputs).logits
+        original = hf(**inputs).logits
+    assert_close(ours, theirs, **TOL)
+    assert (ours - original).abs().max() > 1e-3  # training changed the model
+    expert = "model.language_model.layers.2.mlp.experts.0.up_proj.weight"
+    assert not torch.equal(stored[expert], load_file(directory / "model.safetensors")[expert])  # experts trained

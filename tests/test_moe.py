@@ -136,3 +136,17 @@ def test_idle_expert_parameters():
     t = Glm4vMoeConfig.glm45v().text_config  # 45 MoE layers, 120 idle experts of 3 * 4096 * 1408
     assert idle_expert_parameters(t) == 45 * 120 * 3 * 4096 * 1408
     assert isinstance(MoE(moe_config()).gate, Router)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_load_balancing_loss_equals_transformers(masked):
+    from transformers.models.glm4v_moe.modeling_glm4v_moe import load_balancing_loss_func
+
+    from minglm4v.model.moe import load_balancing_loss
+    gen = torch.Generator().manual_seed(5)
+    layers = [torch.randn(2 * 6, 8, generator=gen) for _ in range(3)]  # 3 MoE layers, B=2, L=6, E=8
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]) if masked else None
+    got = load_balancing_loss(layers, 3, mask)
+    assert_close(got, load_balancing_loss_func(tuple(layers), 8, 3, mask), rtol=1e-6, atol=1e-6)
+    even = load_balancing_loss([torch.zeros(4, 8)], 2)  # every expert equally likely: the loss is k
+    assert_close(even, torch.tensor(2.0))

@@ -31,6 +31,7 @@ class Glm4vOutput:
     logits: torch.Tensor  # (B, L, vocab)
     loss: torch.Tensor | None = None
     rope_deltas: torch.Tensor | None = None  # (B, 1): generated token k sits at real_length + k + delta
+    aux_loss: torch.Tensor | None = None  # GLM-4.5V with output_router_logits: the load-balancing loss
 
 
 class Glm4vModel(nn.Module):

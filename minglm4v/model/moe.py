@@ -106,3 +106,24 @@ def idle_expert_parameters(cfg: MoeTextConfig) -> int:
     expert = 3 * cfg.hidden_size * cfg.moe_intermediate_size  # gate, up and down projections
     moe_layers = sum(cfg.is_moe_layer(i) for i in range(cfg.num_hidden_layers))
     return moe_layers * (cfg.n_routed_experts - cfg.num_experts_per_tok) * expert
+
+
+def load_balancing_loss(router_logits: list[torch.Tensor], top_k: int, attention_mask=None) -> torch.Tensor:
+    """The Switch-Transformer balance loss, as transformers computes it for GLM-4.5V's training
+    (`load_balancing_loss_func`): router_logits, one (N, E) tensor per MoE layer, N = B * L tokens in
+    (b l) order; attention_mask (B, L) leaves padding out. Pooled over every layer's tokens,
+        f_e = share of the top-k choices that go to expert e   (top-k of a softmax over the logits)
+        P_e = mean softmax probability of expert e
+        loss = E * sum_e f_e * P_e
+    which is k when the load is even and grows as the router favours a few experts. (The softmax is
+    transformers' choice; GLM's router itself scores with a sigmoid.)"""
+    logits = torch.cat(router_logits).float()  # (layers * N, E)
+    n_experts, layers = logits.shape[1], len(router_logits)
+    mask = torch.ones(logits.shape[0], device=logits.device) if attention_mask is None else \
+        repeat(attention_mask.flatten().float().to(logits.device), "n -> (layers n)", layers=layers)
+    probs = logits.softmax(-1)
+    chosen = F.one_hot(probs.topk(top_k, dim=-1).indices, n_experts).sum(1).float()  # (rows, E) 0/1
+    share = (chosen * mask[:, None]).sum(0) / mask.sum()
+    mean_prob = (probs * mask[:, None]).sum(0) / mask.sum()
+    return n_experts * (share * mean_prob).sum()
+

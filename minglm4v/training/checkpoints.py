@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..model.config import Glm4vConfig
+from ..auto import load_config
 from . import fsdp, lora
 
 STATE, SHARDED = "training_state.pt", "sharded"
@@ -30,10 +30,10 @@ def save_model(model, directory: Path, base: Path, state: dict | None = None) ->
     """A complete HF-layout model in `directory`: merged weights in the base's stored dtype, the base's
     tokenizer/processor files, and with LoRA the adapter alone in `directory/adapter`. `state`: the
     model's tensors when `model` holds only shards of them (fsdp.full_state_dict)."""
-    dtype = getattr(torch, Glm4vConfig.from_pretrained(base).dtype)
+    dtype = getattr(torch, load_config(base).dtype)
     merged = lora.merged_state_dict(model, state)
-    model.save_pretrained(directory, state_dict={k: t.to(dtype) if t.is_floating_point() else t
-                                                 for k, t in merged.items()})
+    model.save_pretrained(directory, state_dict={  # a GLM-4.5V router stays fp32
+        k: t.to(dtype) if t.is_floating_point() and not k.endswith(model.fp32_keys) else t for k, t in merged.items()})
     for path in base.iterdir():
         if path.is_file() and path.name not in OWN_FILES and not path.name.endswith(".safetensors"):
             shutil.copy2(path, directory / path.name)

@@ -38,8 +38,9 @@ import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule
 from tqdm import tqdm
 
-from ..model.config import Glm4vConfig
+from ..auto import AutoModelForImageTextToText, load_config
 from ..model.glm4v import Glm4vForConditionalGeneration, component
+from ..model.glm4v_moe import Glm4vMoeForConditionalGeneration
 from ..processing.processor import Glm4vProcessor
 from . import fsdp, lora
 from .checkpoints import LOG, resume, save_checkpoint, save_model
@@ -83,6 +84,8 @@ def add_arguments(p) -> None:
     p.add_argument("--lora-targets", default="all-linear", help="all-linear or names, e.g. q_proj,v_proj")
     p.add_argument("--fsdp", action="store_true", help="under torchrun: shard weights, gradients and optimizer "
                    "state over the processes (FSDP2) instead of a full copy on each (DDP)")
+    p.add_argument("--router-aux-loss", action="store_true", help="mixture of experts (GLM-4.5V): add the routers' "
+                   "load-balancing loss times the config's router_aux_loss_coef to the loss")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available; under torchrun cuda:LOCAL_RANK)")
 
@@ -119,8 +122,11 @@ def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGenerati
     master weights the optimizer updates), and autocast runs the matrix products in bf16."""
     # why the stored dtype under --bf16: the real model is stored in bf16, and loading it in fp32 first
     # would need the very memory (36 GB for the 9B) that a bf16 frozen base saves
-    model = Glm4vForConditionalGeneration.from_pretrained(
+    model = AutoModelForImageTextToText.from_pretrained(  # GLM-4.1V or GLM-4.5V, by config.json
         args.model, dtype=None if args.bf16 else torch.float32, device_map=device).train()
+    if args.router_aux_loss and not isinstance(model, Glm4vMoeForConditionalGeneration):
+        raise ValueError(f"--router-aux-loss needs a mixture-of-experts model (glm4v_moe); {args.model} is a "
+                         f"{model.config.model_type} model without routers")
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(PARTS[component(name)] not in frozen)
     if args.lora_rank:
@@ -129,9 +135,9 @@ def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGenerati
                                       lambda path: PARTS[component(path + ".weight")] not in frozen)
         lora.inject(model, targets, args.lora_rank, args.lora_alpha or 2 * args.lora_rank, args.lora_dropout,
                     dtype=torch.float32)
-    for parameter in model.parameters():
-        parameter.data = parameter.data.to(torch.float32 if parameter.requires_grad or not args.bf16
-                                           else torch.bfloat16)
+    for name, parameter in model.named_parameters():  # a router stays fp32: bf16 scores would tie
+        keep = parameter.requires_grad or not args.bf16 or name.endswith(model.fp32_keys)
+        parameter.data = parameter.data.to(torch.float32 if keep else torch.bfloat16)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if args.compile:
@@ -186,7 +192,7 @@ def _gradient_sync(model, last: bool):
     return nullcontext()
 
 
-def train_step(model, batches: list[dict], world: int, bf16: bool, device) -> tuple[float, int]:
+def train_step(model, batches: list[dict], world: int, bf16: bool, device, **forward) -> tuple[float, int]:
     """Forward/backward over this rank's micro-batches; gradients end up summed over the global batch
     and divided by its label-token count. Returns (global mean loss, global non-padding tokens)."""
     (total,) = _sum_over_ranks(sum(_label_tokens(b) for b in batches))
@@ -194,7 +200,7 @@ def train_step(model, batches: list[dict], world: int, bf16: bool, device) -> tu
     for i, batch in enumerate(batches):
         with _gradient_sync(model, i == len(batches) - 1), torch.autocast(device.type, dtype=torch.bfloat16,
                                                                           enabled=bf16):
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss = model(**{k: v.to(device) for k, v in batch.items()}, **forward).loss
             n = _label_tokens(batch)
             # why * world: DDP and FSDP average gradients over ranks, and we want their sum
             (loss * n / total * world).backward()
@@ -251,7 +257,7 @@ def _train(args, frozen, rank, world, device) -> int:
     if not args.resume and output.is_dir() and any(output.glob("checkpoint-*")):
         raise ValueError(f"{output} already holds checkpoints; pass --resume to continue, or another --output-dir")
     processor = Glm4vProcessor.from_pretrained(args.model)
-    limit = Glm4vConfig.from_pretrained(args.model).text_config.max_position_embeddings
+    limit = load_config(Path(args.model)).text_config.max_position_embeddings
     data = SFTDataset(args.data, processor, limit)
     eval_data = SFTDataset(args.eval_data, processor, limit) if args.eval_data else None
     if args.fsdp:
@@ -285,7 +291,8 @@ def _train(args, frozen, rank, world, device) -> int:
         mine = step_indices(len(data), step, per_rank * world, args.seed)[rank * per_rank:(rank + 1) * per_rank]
         batches = [collate([data[i] for i in mine[j:j + args.batch_size]], processor)
                    for j in range(0, per_rank, args.batch_size)]
-        loss, tokens = train_step(ddp, batches, world, args.bf16, device)
+        aux = {"output_router_logits": True} if args.router_aux_loss else {}
+        loss, tokens = train_step(ddp, batches, world, args.bf16, device, **aux)
         torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
