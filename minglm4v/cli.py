@@ -134,6 +134,8 @@ def chat(args) -> int:
         raise CliError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
     if args.temperature == 0 and (args.top_p is not None or args.top_k is not None or args.seed is not None):
         raise CliError("--top-p, --top-k and --seed only apply when sampling; add --temperature T (> 0)")
+    if args.seed is not None and not 0 <= args.seed < 2**64:
+        raise CliError(f"--seed must be a whole number from 0 to 2**64 - 1 (a torch.Generator seed), got {args.seed}")
     directory = _model_dir(args.model)
     device, dtype = _device_and_dtype(args.device, args.dtype)
     processor = Glm4vProcessor.from_pretrained(directory)

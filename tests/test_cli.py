@@ -230,6 +230,9 @@ def test_python_dash_m_runs_the_cli():
     (["--temperature", "nan"], "error: --temperature must be a finite number >= 0 (0 = greedy), got nan"),
     (["--temperature", "0.7", "--top-p", "1.5"], "error: top_p must lie in (0, 1], got 1.5"),
     ([], "error: the model produced NaN or infinite logits at generation step 0"),
+    (["--temperature", "0.7", "--seed", "99999999999999999999999"],
+     "error: --seed must be a whole number from 0 to 2**64 - 1 (a torch.Generator seed), got 99999999999999999999999"),
+    (["--temperature", "0.7", "--seed", "-1"], "error: --seed must be a whole number from 0 to 2**64 - 1"),
 ])
 def test_cli_errors_are_one_line(nan_model_dir, capsys, extra, message):
     code, out, err = run(["chat", "--model", nan_model_dir, "Hi", "--max-new-tokens", 2, *extra], capsys)

@@ -1,6 +1,7 @@
 """minglm4v.processing.image against transformers' Glm4vImageProcessorPil and hand-computed layouts."""
 
 import json
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -9,7 +10,7 @@ import matplotlib.cbook
 import numpy as np
 import pytest
 import torch
-from helpers import check_pixels, classify
+from helpers import MICRO, check_pixels, classify
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -86,6 +87,34 @@ def test_smart_resize_matches_oracle_on_a_sweep():
                     smart_resize(t, h, w, **kwargs)
                 continue
             assert smart_resize(t, h, w, **kwargs) == expected, (t, h, w, max_pixels)
+
+
+MICRO_RANGE = dict(min_pixels=96800, max_pixels=100352)  # data/micro-model: 2 x 224x224 and 2 x 196x252 fit
+
+
+def test_smart_resize_stays_in_a_narrow_range_and_matches_oracle_where_the_oracle_does():
+    """In the micro model's narrow range, rounding to whole windows often leaves it; transformers then returns a
+    size outside the range, minglm4v the nearest size inside. Wherever transformers stays inside, equal sizes."""
+    inside = 0
+    for h in range(20, 700, 23):
+        for w in range(20, 700, 29):
+            ours, theirs = smart_resize(2, h, w, **MICRO_RANGE), oracle_smart_resize(2, h, w, **MICRO_RANGE)
+            assert 96800 <= 2 * ours[0] * ours[1] <= 100352, (h, w, ours)
+            if 96800 <= 2 * theirs[0] * theirs[1] <= 100352:
+                inside += 1
+                assert ours == theirs, (h, w)
+    assert inside == 32  # of the 870 sizes transformers keeps 32 inside the range: the comparison is not vacuous
+
+
+def test_a_small_picture_works_with_the_micro_models_processor():
+    micro = Glm4vImageProcessor.from_pretrained(MICRO)
+    oracle = Glm4vImageProcessorPil(size={"shortest_edge": 96800, "longest_edge": 100352}, image_mean=CLIP_MEAN,
+                                    image_std=CLIP_STD)
+    picture = noise_image(64, 80)
+    assert micro(picture)["image_grid_thw"].tolist() == [[1, 14, 18]]  # 196x252: 98,784 pixels in 2 frames
+    # transformers rounds up to 224x252, 112,896 pixels: over the range it was given
+    assert oracle(images=picture, return_tensors="pt")["image_grid_thw"].tolist() == [[1, 16, 18]]
+    assert_same_as_oracle(oracle, micro, noise_image(100, 100))  # 224x224 for both: the same pixels
 
 
 @pytest.mark.parametrize("height, width", [(20, 5000), (28, 5628), (1, 201), (5628, 28)])
@@ -383,9 +412,39 @@ def test_image_processor_settings_are_checked_at_construction(settings, error, m
 
 
 def test_pixel_range_too_narrow_for_the_grid():
-    # 30x40 needs an upscale to reach min_pixels; whole 28-pixel windows then give 84x112 x 2 frames
-    with pytest.raises(ValueError, match=r"nearest size 84x112 makes 18816 pixels; widen the range"):
-        Glm4vImageProcessor(min_pixels=12544, max_pixels=17103)(np.zeros((30, 40, 3), np.uint8))
+    # 2 frames x 5..5.999 windows of 28x28 pixels: no whole number of windows fits
+    with pytest.raises(ValueError, match=r"cannot resize 2 frame\(s\) of 30x40 into \[min_pixels=7841, "
+                                         r"max_pixels=9407\]: no size on the 28-pixel grid has a pixel count in"):
+        Glm4vImageProcessor(min_pixels=2 * 784 * 5 + 1, max_pixels=2 * 784 * 6 - 1)(np.zeros((30, 40, 3), np.uint8))
+
+
+def test_rounding_out_of_a_narrow_range_takes_the_nearest_size_inside_it():
+    # 30x40 needs an upscale to reach min_pixels; whole 28-pixel windows round it up to 84x112 x 2 frames =
+    # 18,816 pixels, over max_pixels: the nearest size inside [12544, 17103] is 84x84 (14,112 pixels)
+    out = Glm4vImageProcessor(min_pixels=12544, max_pixels=17103)(np.zeros((30, 40, 3), np.uint8))
+    assert out["image_grid_thw"].tolist() == [[1, 6, 6]]
+
+
+def test_float_image_with_nan_or_inf_is_refused():
+    for bad in (np.nan, np.inf, -np.inf):
+        values = np.full((40, 50), 0.5, np.float32)
+        values[3, 4] = bad
+        with pytest.raises(ValueError, match=r"PIL image of mode 'F' \(32-bit float\) holds NaN or infinite values"):
+            Glm4vImageProcessor()(Image.fromarray(values, mode="F"))
+    assert Glm4vImageProcessor()(Image.fromarray(values.clip(0, 1), mode="F"))["image_grid_thw"].tolist() == [[1, 6, 8]]
+
+
+@pytest.mark.parametrize("shape", [(3, 56, 1), (1, 56, 3), (3, 56, 4), (3, 5, 3), (1, 40, 1)])
+def test_ambiguous_numpy_layout_is_refused(oracle, shape):
+    array = np.random.default_rng(4).integers(0, 256, shape, dtype=np.uint8)
+    with pytest.raises(ValueError, match=rf"numpy image of shape {re.escape(str(shape))} is ambiguous: read as "
+                                         r"\(H, W, C\) here, but transformers reads .* as the channels \(C, H, W\)"):
+        Glm4vImageProcessor()(array)
+    # The fix the message names: a torch tensor is (C, H, W), transformers' reading of the array
+    expected = oracle(images=array, return_tensors="pt")
+    actual = Glm4vImageProcessor()(torch.from_numpy(array))
+    assert torch.equal(actual["image_grid_thw"], expected["image_grid_thw"])
+    torch.testing.assert_close(actual["pixel_values"], expected["pixel_values"], rtol=0, atol=1e-6)
 
 
 FUZZ_MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "I;16", "LA", "PA", "RGBX"]

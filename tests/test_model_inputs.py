@@ -163,6 +163,12 @@ def test_input_ids_of_a_small_integer_dtype(ours_tiny, dtype):
     (dict(position_ids=torch.arange(3)[None]), ValueError,
      r"position_ids must have shape \(3, batch, length\) = \(3, 1, 4\) or \(batch, length\) = \(1, 4\), got \(1, 3\)"),
     (dict(position_ids=torch.zeros(1, 4)), TypeError, r"position_ids must be an int64 \(or int32\) tensor"),
+    (dict(position_ids=torch.tensor([[0, 1, -2, 3]])), ValueError,
+     r"position_ids must be >= 0 \(a prompt's first token is at 0\), got -2; leave them out"),
+    (dict(position_ids=torch.tensor([[[0, 1, 2, 3]], [[0, 1, 2, 3]], [[0, -1, 2, 3]]])), ValueError,
+     r"position_ids must be >= 0"),
+    (dict(attention_mask=torch.zeros(1, 4, dtype=torch.long)), ValueError,
+     r"attention_mask is 0 on every new token of batch row\(s\) \[0\]: a row needs at least one real token"),
     (dict(labels=torch.tensor([[5, 6, 7]])), ValueError, r"labels must have the shape of input_ids \(1, 4\), got "
                                                          r"\(1, 3\)"),
     (dict(labels=torch.tensor([[5, 6, 7, 1024]])), ValueError, r"labels must be token ids in \[0, 1024\) or -100 "
@@ -175,6 +181,15 @@ def test_input_ids_of_a_small_integer_dtype(ours_tiny, dtype):
 def test_forward_arguments(ours_tiny, kwargs, error, message):
     with pytest.raises(error, match=message):
         ours_tiny(**{"input_ids": IDS, **kwargs})
+
+
+def test_a_batch_row_without_tokens_is_refused_by_forward_and_generate(ours_tiny):
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 0, 0]])
+    with pytest.raises(ValueError, match=r"attention_mask is 0 on every new token of batch row\(s\) \[1\]"):
+        ours_tiny(IDS.repeat(2, 1), attention_mask=mask)
+    with pytest.raises(ValueError, match=r"attention_mask is 0 on every new token of batch row\(s\) \[1\]"):
+        ours_tiny.generate(IDS.repeat(2, 1), attention_mask=mask, max_new_tokens=2)
+    ours_tiny(IDS.repeat(2, 1), attention_mask=torch.tensor([[1, 1, 1, 1], [0, 0, 0, 1]]))  # one token is enough
 
 
 def test_labels_without_targets_in_one_row_are_fine(ours_tiny):

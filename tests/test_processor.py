@@ -198,6 +198,13 @@ def test_malformed_messages(processor, messages, error, message):
         processor(messages=messages)
 
 
+@pytest.mark.parametrize("text, index", [("", 0), (["<|user|>hi", ""], 1)])
+def test_empty_prompt_is_refused(processor, text, index):
+    with pytest.raises(ValueError, match=rf"text {index} of the batch is empty, and a prompt needs at least one token"):
+        processor(text=text)
+    assert processor(text=" ")["input_ids"].shape == (1, 1)  # a space is a token
+
+
 def test_video_marker_in_image_prompt_text_is_refused(processor):
     picture = np.zeros((28, 28, 3), np.uint8)
     with pytest.raises(ValueError, match=r"the text has <\|begin_of_video\|> but no video is passed"):

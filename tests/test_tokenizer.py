@@ -187,6 +187,20 @@ def test_decode_refuses_ids_it_has_no_text_for(tokenizer, ids, error, message):
         tokenizer.decode(ids)
 
 
+@pytest.mark.parametrize("convert, value, message", [
+    ("convert_tokens_to_ids", 5, r"convert_tokens_to_ids expects a token string \(or a list of them\) such as "
+                                 r"'<\|image\|>', got int 5; ids go to tokens with convert_ids_to_tokens"),
+    ("convert_tokens_to_ids", [5], "convert_tokens_to_ids expects a token string .*got int 5"),
+    ("convert_tokens_to_ids", None, "convert_tokens_to_ids expects a token string .*got NoneType None"),
+    ("convert_ids_to_tokens", "<|image|>", r"convert_ids_to_tokens expects a token id \(an int, or a list of them\), "
+                                           r"got str '<\|image\|>'; tokens go to ids with convert_tokens_to_ids"),
+    ("convert_ids_to_tokens", [1.5], "convert_ids_to_tokens expects a token id .*got float 1.5"),
+])
+def test_convert_refuses_the_other_kind_by_name(tokenizer, convert, value, message):
+    with pytest.raises(TypeError, match=message):
+        getattr(tokenizer, convert)(value)
+
+
 def test_decode_accepts_numpy_and_tensor_ids(tokenizer):
     ids = tokenizer.encode("a cat")
     assert tokenizer.decode(np.array(ids)) == tokenizer.decode(torch.tensor(ids)) == "a cat"

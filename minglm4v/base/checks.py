@@ -76,7 +76,8 @@ def check_integer_tensor(name: str, value) -> None:
 
 def check_prompt(input_ids, attention_mask, past: int, max_positions: int, max_new_tokens: int = 0) -> None:
     """What model(...) and generate(...) both require of a prompt: input_ids an integer (batch, length)
-    tensor with a token; attention_mask None or 0/1 of shape (batch, past + length); the `past` cached,
+    tensor with a token; attention_mask None or 0/1 of shape (batch, past + length) with a 1 among each
+    row's new tokens; the `past` cached,
     the new and the `max_new_tokens` still to come within the model's `max_positions`."""
     check_integer_tensor("input_ids", input_ids)
     if input_ids.ndim != 2 or input_ids.numel() == 0:
@@ -96,3 +97,7 @@ def check_prompt(input_ids, attention_mask, past: int, max_positions: int, max_n
     if bool(((attention_mask != 0) & (attention_mask != 1)).any()):  # 0.5 or 2 would shift positions
         raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (token), got the values "
                          f"{sorted(set(attention_mask.unique().tolist()))[:6]}")
+    empty = (attention_mask[:, past:] == 0).all(-1).nonzero().flatten().tolist()
+    if empty:  # such a row attends to nothing: its logits would be noise
+        raise ValueError(f"attention_mask is 0 on every new token of batch row(s) {empty[:6]}: a row needs at least "
+                         f"one real token (1); drop empty rows from the batch")

@@ -179,6 +179,9 @@ def _check_inputs(config, past, input_ids, attention_mask, position_ids, mm_toke
         if tuple(position_ids.shape) not in ((3, B, L), (B, L)):
             raise ValueError(f"position_ids must have shape (3, batch, length) = {(3, B, L)} or (batch, length) = "
                              f"{(B, L)}, got {tuple(position_ids.shape)}")
+        if position_ids.numel() and int(position_ids.min()) < 0:
+            raise ValueError(f"position_ids must be >= 0 (a prompt's first token is at 0), got "
+                             f"{int(position_ids.min())}; leave them out to have them computed (get_rope_index)")
     if not is_int(logits_to_keep) or logits_to_keep < 0:
         raise ValueError(f"logits_to_keep must be an int >= 0 (0 = every position), got {logits_to_keep!r}")
     if labels is not None:

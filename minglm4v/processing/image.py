@@ -18,7 +18,10 @@ Colour conversion follows transformers for in-memory images:
 * an alpha band (RGBA, LA, PA, or a `transparency` key in P/L/RGB images) is composited onto white;
 * every other mode goes through PIL's `convert("RGB")`. For the 16/32-bit modes (I;16, I, F) that
   *clips* values to 0..255 instead of rescaling them, so a 16-bit scan comes out almost white;
-  transformers does the same. Scale such images to 8 bits yourself first.
+  transformers does the same. Scale such images to 8 bits yourself first. A float (F) image holding
+  NaN or ±inf is refused (the conversion would make them 0 or 255 silently);
+* a numpy array whose first axis is 1 or 3 and last axis 1, 3 or 4 is refused as ambiguous: numpy
+  images are (H, W, C) here, but transformers reads such an array as (C, H, W).
 * Image files (a `str` or `Path`) are opened with PIL and turned upright by their EXIF orientation,
   as transformers does, but then treated like any other PIL image. transformers drops the alpha band
   of files it opens (no white background), so transparent files given *by path* differ; a file gives
@@ -76,20 +79,44 @@ def smart_resize(num_frames, height, width, temporal_factor=2, factor=28,
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
     t_bar = round(num_frames / temporal_factor) * temporal_factor
+    jumped = False  # rounding to whole windows carried the size from one side of the range to the other
     if t_bar * h_bar * w_bar > max_pixels:
         beta = math.sqrt(num_frames * height * width / max_pixels)
         h_bar = max(factor, math.floor(height / beta / factor) * factor)
         w_bar = max(factor, math.floor(width / beta / factor) * factor)
+        jumped = t_bar * h_bar * w_bar < min_pixels
     elif t_bar * h_bar * w_bar < min_pixels:
         beta = math.sqrt(min_pixels / (num_frames * height * width))
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
-        if t_bar * h_bar * w_bar > max_pixels:  # rounding up to whole windows overshot: min and max too close
-            raise ValueError(f"cannot resize {num_frames} frame(s) of {height}x{width} into [min_pixels={min_pixels}, "
-                             f"max_pixels={max_pixels}] on the {factor}-pixel grid: the nearest size {h_bar}x{w_bar} "
-                             f"makes {t_bar * h_bar * w_bar} pixels; widen the range between min_pixels and "
-                             f"max_pixels")
+        jumped = t_bar * h_bar * w_bar > max_pixels
+    if jumped:
+        # why: with min_pixels and max_pixels close together (the micro model's 96,800..100,352) rounding
+        # both sides up (or down) can overshoot the range; transformers then returns a size outside it
+        # (224x252 for a 64x80 picture). The nearest size inside the range is taken instead.
+        h_bar, w_bar = _nearest_size_in_range(num_frames, height, width, t_bar, factor, min_pixels, max_pixels)
     return h_bar, w_bar
+
+
+def _nearest_size_in_range(num_frames, height, width, t_bar, factor, min_pixels, max_pixels):
+    """The (h, w) on the `factor` grid with min_pixels <= t_bar·h·w <= max_pixels nearest (in log scale) to
+    the picture scaled to the middle of the range."""
+    scale = math.sqrt((min_pixels + max_pixels) / 2 / (num_frames * height * width))
+    ideal_h, ideal_w = height * scale, width * scale
+    best, best_distance = None, math.inf
+    for h in range(factor, max_pixels // (t_bar * factor) + 1, factor):
+        low = max(factor, math.ceil(min_pixels / (t_bar * h) / factor) * factor)
+        high = math.floor(max_pixels / (t_bar * h) / factor) * factor
+        nearest = (math.floor(ideal_w / factor) * factor, math.ceil(ideal_w / factor) * factor)
+        for w in {min(max(w, low), high) for w in nearest} if low <= high else ():
+            distance = math.log(h / ideal_h) ** 2 + math.log(w / ideal_w) ** 2
+            if distance < best_distance:
+                best, best_distance = (h, w), distance
+    if best is None:
+        raise ValueError(f"cannot resize {num_frames} frame(s) of {height}x{width} into [min_pixels={min_pixels}, "
+                         f"max_pixels={max_pixels}]: no size on the {factor}-pixel grid has a pixel count in that "
+                         f"range ({t_bar} frames x h x w); widen the range between min_pixels and max_pixels")
+    return best
 
 
 def open_image(path):
@@ -116,6 +143,12 @@ def _array_to_pil(array, channels_first):
     if array.ndim != 3 or array.shape[0 if channels_first else -1] not in (1, 3, 4):
         raise ValueError(f"expected an image as a {layout} with C = 1, 3 or 4 (4 = RGBA), got shape "
                          f"{tuple(array.shape)}; numpy images are channels-last, torch images channels-first")
+    if not channels_first and array.shape[0] in (1, 3) and array.shape[-1] in (1, 3, 4):
+        # why: transformers reads any array whose first axis is 1 or 3 as (C, H, W), this module reads numpy
+        # as (H, W, C): the two would see different pictures, so neither reading is guessed.
+        raise ValueError(f"a numpy image of shape {tuple(array.shape)} is ambiguous: read as (H, W, C) here, but "
+                         f"transformers reads a first axis of 1 or 3 as the channels (C, H, W); pass "
+                         f"PIL.Image.fromarray(array) for (H, W, C) or torch.from_numpy(array) for (C, H, W)")
     dtype = str(array.dtype).removeprefix("torch.")  # numpy or torch
     if dtype != "uint8":
         raise TypeError(f"expected a uint8 {layout} with values 0..255, got dtype {dtype}; "
@@ -139,6 +172,10 @@ def to_rgb(image):
                         f"uint8 torch tensor, got {type(image).__name__}")
     if image.width == 0 or image.height == 0:
         raise ValueError(f"image has zero size ({image.width}×{image.height} pixels)")
+    if image.mode == "F" and not np.isfinite(np.asarray(image)).all():
+        raise ValueError("the PIL image of mode 'F' (32-bit float) holds NaN or infinite values, which the "
+                         "conversion to RGB would turn into 0 or 255 without a word; replace them first "
+                         "(e.g. np.nan_to_num on the array) or pass 8-bit pixels")
     try:
         if "A" in image.getbands() or "transparency" in image.info:
             # The RGB stored under alpha = 0 is arbitrary (often black): show see-through pixels as white.

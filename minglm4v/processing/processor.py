@@ -93,6 +93,9 @@ class Glm4vProcessor:
         texts = [text] if isinstance(text, str) else text
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise TypeError("text must be a prompt string or a non-empty list of them (or pass messages=...)")
+        if not all(texts):
+            raise ValueError(f"text {texts.index('')} of the batch is empty, and a prompt needs at least one token; "
+                             f"write the prompt, or let processor(messages=...) build it with the chat template")
 
         n_image_slots = sum(t.count(st.IMAGE) for t in texts)
         n_video_slots = sum(t.count(st.VIDEO) for t in texts)

@@ -114,6 +114,9 @@ class Glm4vTokenizer:
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
         if isinstance(tokens, list):
             return [self.convert_tokens_to_ids(t) for t in tokens]
+        if not isinstance(tokens, str):
+            raise TypeError(f"convert_tokens_to_ids expects a token string (or a list of them) such as '<|image|>', "
+                            f"got {type(tokens).__name__} {tokens!r}; ids go to tokens with convert_ids_to_tokens")
         token_id = self.tokenizer.token_to_id(tokens)
         if token_id is None:
             raise ValueError(f"token {tokens!r} is not in the vocabulary; GLM-4.1V special tokens look "
@@ -123,6 +126,9 @@ class Glm4vTokenizer:
     def convert_ids_to_tokens(self, ids: int | list[int]) -> str | list[str]:
         if isinstance(ids, list):
             return [self.convert_ids_to_tokens(i) for i in ids]
+        if not is_int(ids):
+            raise TypeError(f"convert_ids_to_tokens expects a token id (an int, or a list of them), got "
+                            f"{type(ids).__name__} {ids!r}; tokens go to ids with convert_tokens_to_ids")
         return self.tokenizer.id_to_token(self._checked_ids([ids])[0])
 
     def ids_without_text(self, vocab_size: int) -> list[int]:
