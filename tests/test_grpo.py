@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
-from minglm4v.training.grpo import LOSS_TYPES, completion_logprobs, group_advantages, policy_loss
+from minglm4v.training.grpo import LOSS_TYPES, completion_logprobs, group_advantages, policy_loss, rank_share
 
 G, GROUPS, C, MAX_NEW = 4, 3, 9, 12
 
@@ -144,3 +144,22 @@ def test_completion_logprobs_equal_one_forward_per_unpadded_row():
             expected = logits.log_softmax(-1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
             torch.testing.assert_close(logp[row, :len(completion)], expected, rtol=1e-5, atol=1e-5)
     assert logp.shape == (2, C) and P == 5
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_two_processes_add_up_to_the_whole_batch(loss_type):
+    """Each process's loss x rank_share, gradients summed (what rl.py's all-reduce does), is the loss of the
+    whole batch: the same gradient as one process; bnpo is TRL's mean of the processes' token means."""
+    batch = make_batch()
+    keys = ("logp", "old_logp", "advantages", "mask")
+    halves = [{k: batch[k][rows] for k in keys} for rows in (slice(0, 4), slice(4, 12))]
+    tokens = int(batch["mask"].sum())
+    options = dict(loss_type=loss_type, max_completion_length=MAX_NEW, active_tokens=tokens)
+    parts = [policy_loss(*(h[k] for k in keys), **options)[0] for h in halves]
+    summed = sum(part * rank_share(loss_type, len(h["mask"]), 12, 2) for part, h in zip(parts, halves))
+    whole = policy_loss(*(batch[k] for k in keys), **options)[0] if loss_type != "bnpo" else sum(parts) / 2
+    torch.testing.assert_close(summed, whole, rtol=1e-6, atol=1e-8)
+    if loss_type != "bnpo":
+        (grad_summed,) = torch.autograd.grad(summed, batch["logp"])
+        (grad_whole,) = torch.autograd.grad(policy_loss(*(batch[k] for k in keys), **options)[0], batch["logp"])
+        torch.testing.assert_close(grad_summed, grad_whole, rtol=1e-6, atol=1e-9)

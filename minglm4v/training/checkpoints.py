@@ -22,8 +22,10 @@ from . import fsdp, lora
 
 STATE, SHARDED = "training_state.pt", "sharded"
 LOG = "train_log.jsonl"
+RL_LOG, ROLLOUTS, PASS_RATES = "rl_log.jsonl", "rollouts.jsonl", "pass_rates.jsonl"  # what the rl command writes
 # what a training run writes itself: never copied from the base (which may be an earlier run's output)
-OWN_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", STATE, LOG)
+OWN_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", STATE, LOG, RL_LOG, ROLLOUTS,
+             PASS_RATES)
 
 
 def save_model(model, directory: Path, base: Path, state: dict | None = None) -> None:
@@ -41,8 +43,9 @@ def save_model(model, directory: Path, base: Path, state: dict | None = None) ->
         lora.save_adapter(model, directory / "adapter", str(base.resolve()), state)
 
 
-def save_checkpoint(model, optimizer, scheduler, step: int, args) -> None:
-    """checkpoint-N: the model + training_state.pt; written aside, then renamed (never half a checkpoint)."""
+def save_checkpoint(model, optimizer, scheduler, step: int, args, extra: dict | None = None) -> None:
+    """checkpoint-N: the model + training_state.pt; written aside, then renamed (never half a checkpoint).
+    `extra`: more state of the run to restore (the rl command's curriculum and expansion ratio)."""
     rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
     states = [None] * dist.get_world_size() if dist.is_initialized() else [rng]
     if dist.is_initialized():
@@ -61,9 +64,15 @@ def save_checkpoint(model, optimizer, scheduler, step: int, args) -> None:
         training = {"trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
                     "optimizer": optimizer.state_dict()}
     if rank == 0:
-        torch.save({"step": step, **training, "scheduler": scheduler.state_dict(), "rng": states}, partial / STATE)
+        torch.save({"step": step, **training, "scheduler": scheduler.state_dict(), "rng": states,
+                    "extra": extra}, partial / STATE)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
+
+
+def refuse_to_overwrite(output_dir: Path, resuming: bool) -> None:
+    if not resuming and output_dir.is_dir() and any(output_dir.glob("checkpoint-*")):
+        raise ValueError(f"{output_dir} already holds checkpoints; pass --resume to continue, or another --output-dir")
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -71,8 +80,8 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def resume(model, optimizer, scheduler, args, rank: int) -> int:
-    """Restore the latest checkpoint; returns the step to continue from."""
+def resume(model, optimizer, scheduler, args, rank: int) -> tuple[int, dict | None]:
+    """Restore the latest checkpoint; returns the step to continue from and save_checkpoint's `extra`."""
     checkpoint = latest_checkpoint(Path(args.output_dir))
     if checkpoint is None:
         raise ValueError(f"--resume: no checkpoint-N/{STATE} in {args.output_dir} (save them with --save-every)")
@@ -89,4 +98,4 @@ def resume(model, optimizer, scheduler, args, rank: int) -> int:
         torch.set_rng_state(state["rng"][rank]["cpu"])
         if state["rng"][rank]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["rng"][rank]["cuda"])
-    return state["step"]
+    return state["step"], state.get("extra")

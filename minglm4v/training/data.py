@@ -144,13 +144,18 @@ def _template_message(message: dict, files) -> dict:
     return {"role": role, "content": items}
 
 
-def encode(conversation: Conversation, processor: Glm4vProcessor) -> dict:
-    """A Conversation -> {"input_ids", "labels": lists of P + T ints, pixel tensors and grids}."""
+def encode_prompt(conversation: Conversation, processor: Glm4vProcessor) -> dict:
+    """The processor's inputs (1, P) for the prompt of a Conversation; unreadable pictures raise DataError."""
     try:  # the processor renders the prompt with the generation prompt and reads the pictures or clips
-        inputs = processor(messages=conversation.messages)
+        return processor(messages=conversation.messages)
     except (OSError, ValueError) as error:
         kind = "videos" if conversation.videos else "images"
         raise DataError(conversation.path, conversation.line, f"cannot process its {kind}: {error}") from error
+
+
+def encode(conversation: Conversation, processor: Glm4vProcessor) -> dict:
+    """A Conversation -> {"input_ids", "labels": lists of P + T ints, pixel tensors and grids}."""
+    inputs = encode_prompt(conversation, processor)
     target = processor.tokenizer.encode(conversation.target)
     encoded = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     prompt_ids = inputs["input_ids"][0].tolist()

@@ -43,7 +43,7 @@ from ..model.glm4v import Glm4vForConditionalGeneration, component
 from ..model.glm4v_moe import Glm4vMoeForConditionalGeneration
 from ..processing.processor import Glm4vProcessor
 from . import fsdp, lora
-from .checkpoints import LOG, resume, save_checkpoint, save_model
+from .checkpoints import LOG, refuse_to_overwrite, resume, save_checkpoint, save_model
 from .data import SFTDataset, collate
 
 # --freeze names. LLaMA-Factory's GLM-4.1V groups are visual.patch_embed + visual.blocks and visual.merger,
@@ -53,20 +53,29 @@ PARTS = {"vision tower": "vision", "merger": "merger", "language model": "langua
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, metavar="DIR",
-                   help="base model: an HF-layout directory with tokenizer and processor")
-    p.add_argument("--data", required=True, metavar="FILE.jsonl",
-                   help="JSON Lines conversations (see minglm4v/training/data.py)")
-    p.add_argument("--output-dir", required=True, metavar="DIR")
-    p.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
+    add_model_arguments(p, "JSON Lines conversations (see minglm4v/training/data.py)")
     p.add_argument("--batch-size", type=int, default=8, help="conversations per process per micro-step")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimizer step")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup, then cosine decay to 0")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--eval-data", metavar="FILE.jsonl", help="JSON Lines for the evaluation loss")
     p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (and at the end)")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard weights, gradients and optimizer "
+                   "state over the processes (FSDP2) instead of a full copy on each (DDP)")
+    p.add_argument("--router-aux-loss", action="store_true", help="mixture of experts (GLM-4.5V): add the routers' "
+                   "load-balancing loss times the config's router_aux_loss_coef to the loss")
+
+
+def add_model_arguments(p, data_help: str) -> None:
+    """The options every training command has: the model and data, the optimizer, what trains (parts,
+    LoRA), checkpoints and the device (the RL command, rl.py, shares them)."""
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="base model: an HF-layout directory with tokenizer and processor")
+    p.add_argument("--data", required=True, metavar="FILE.jsonl", help=data_help)
+    p.add_argument("--output-dir", required=True, metavar="DIR")
+    p.add_argument("--max-steps", type=int, default=100, help="optimizer steps")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0: final model only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast; frozen weights kept in bf16 (trainable "
@@ -82,18 +91,28 @@ def add_arguments(p) -> None:
     p.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default: 2 x rank)")
     p.add_argument("--lora-dropout", type=float, default=0.0)
     p.add_argument("--lora-targets", default="all-linear", help="all-linear or names, e.g. q_proj,v_proj")
-    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard weights, gradients and optimizer "
-                   "state over the processes (FSDP2) instead of a full copy on each (DDP)")
-    p.add_argument("--router-aux-loss", action="store_true", help="mixture of experts (GLM-4.5V): add the routers' "
-                   "load-balancing loss times the config's router_aux_loss_coef to the loss")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available; under torchrun cuda:LOCAL_RANK)")
 
 
 def _check(args) -> set[str]:
-    for name in ("max_steps", "batch_size", "grad_accum"):
+    for name in ("batch_size", "grad_accum"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.eval_every and not args.eval_data:
+        raise ValueError("--eval-every needs --eval-data FILE.jsonl")
+    if args.fsdp and args.compile:
+        raise ValueError("--fsdp and --compile together are not supported; drop one of them")
+    if args.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise ValueError("--fsdp shards the model over several processes: start them with "
+                         "`torchrun --nproc_per_node N -m minglm4v train --fsdp ...` (N >= 2)")
+    return check_model_arguments(args)
+
+
+def check_model_arguments(args) -> set[str]:
+    """Check the options of add_model_arguments; returns the frozen parts."""
+    if args.max_steps < 1:
+        raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
     frozen = {part.strip() for part in args.freeze.split(",") if part.strip() not in ("", "none")}
     if frozen - set(PARTS.values()):
         raise ValueError(f"--freeze {args.freeze!r}: unknown part(s) {sorted(frozen - set(PARTS.values()))}; "
@@ -106,13 +125,6 @@ def _check(args) -> set[str]:
         raise ValueError("--lora-alpha, --lora-dropout and --lora-targets need --lora-rank R (> 0)")
     if not 0 <= args.lora_dropout < 1:
         raise ValueError(f"--lora-dropout must be in [0, 1), got {args.lora_dropout}")
-    if args.eval_every and not args.eval_data:
-        raise ValueError("--eval-every needs --eval-data FILE.jsonl")
-    if args.fsdp and args.compile:
-        raise ValueError("--fsdp and --compile together are not supported; drop one of them")
-    if args.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        raise ValueError("--fsdp shards the model over several processes: start them with "
-                         "`torchrun --nproc_per_node N -m minglm4v train --fsdp ...` (N >= 2)")
     return frozen
 
 
@@ -170,7 +182,7 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def _sum_over_ranks(*values: float) -> list[float]:
+def sum_over_ranks(*values: float) -> list[float]:
     if not dist.is_initialized():
         return list(values)
     on_gpu = dist.get_backend() == "nccl"  # nccl reduces only GPU tensors
@@ -195,7 +207,7 @@ def _gradient_sync(model, last: bool):
 def train_step(model, batches: list[dict], world: int, bf16: bool, device, **forward) -> tuple[float, int]:
     """Forward/backward over this rank's micro-batches; gradients end up summed over the global batch
     and divided by its label-token count. Returns (global mean loss, global non-padding tokens)."""
-    (total,) = _sum_over_ranks(sum(_label_tokens(b) for b in batches))
+    (total,) = sum_over_ranks(sum(_label_tokens(b) for b in batches))
     loss_sum, seen = 0.0, sum(int(b["attention_mask"].sum()) for b in batches)
     for i, batch in enumerate(batches):
         with _gradient_sync(model, i == len(batches) - 1), torch.autocast(device.type, dtype=torch.bfloat16,
@@ -205,7 +217,7 @@ def train_step(model, batches: list[dict], world: int, bf16: bool, device, **for
             # why * world: DDP and FSDP average gradients over ranks, and we want their sum
             (loss * n / total * world).backward()
         loss_sum += loss.item() * n
-    loss_sum, seen = _sum_over_ranks(loss_sum, seen)
+    loss_sum, seen = sum_over_ranks(loss_sum, seen)
     return loss_sum / total, int(seen)
 
 
@@ -225,7 +237,7 @@ def evaluate(model, dataset, processor, batch_size: int, rank: int, world: int, 
         n = _label_tokens(batch) if start < len(mine) else 0
         loss_sum, tokens = loss_sum + loss.item() * n, tokens + n
     model.train()
-    loss_sum, tokens = _sum_over_ranks(loss_sum, tokens)
+    loss_sum, tokens = sum_over_ranks(loss_sum, tokens)
     return loss_sum / tokens
 
 
@@ -254,8 +266,7 @@ def run(args) -> int:
 
 def _train(args, frozen, rank, world, device) -> int:
     output = Path(args.output_dir)
-    if not args.resume and output.is_dir() and any(output.glob("checkpoint-*")):
-        raise ValueError(f"{output} already holds checkpoints; pass --resume to continue, or another --output-dir")
+    refuse_to_overwrite(output, args.resume)
     processor = Glm4vProcessor.from_pretrained(args.model)
     limit = load_config(Path(args.model)).text_config.max_position_embeddings
     data = SFTDataset(args.data, processor, limit)
@@ -270,7 +281,7 @@ def _train(args, frozen, rank, world, device) -> int:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, args.warmup_steps, args.max_steps))
     torch.manual_seed(args.seed + rank)  # LoRA dropout masks differ per rank
-    start = resume(model, optimizer, scheduler, args, rank) if args.resume else 0
+    start = resume(model, optimizer, scheduler, args, rank)[0] if args.resume else 0
     # why: a batch of text-only conversations leaves a trainable vision tower without gradients, and DDP
     # must then look for unused parameters (a graph traversal per step, so only when it can happen)
     sees_unused = any(not (c.images or c.videos) for c in data.conversations) and any(
