@@ -33,6 +33,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
+from minglm4v.model.rope import token_types
+from minglm4v.model.vision import image_tokens
 from minglm4v.processing.special_tokens import image_block_ids
 
 
@@ -64,12 +66,12 @@ def prompt_inputs(config, grid: int) -> dict:
     28 text tokens."""
     gen = torch.Generator().manual_seed(0)
     c = config
-    slots = grid * grid // 4
+    slots = int(image_tokens(torch.tensor([1, grid, grid]), c.vision_config.spatial_merge_size))
     text = torch.randint(0, c.text_config.pad_token_id, (28,), generator=gen).tolist()
     ids = text[:8] + image_block_ids(c, slots) + text[8:]
     input_ids = torch.tensor([ids])
-    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                mm_token_type_ids=(input_ids == c.image_token_id).long(),
+    types = token_types(input_ids, c.image_token_id, c.video_start_token_id, c.video_end_token_id)
+    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), mm_token_type_ids=types,
                 pixel_values=torch.randn(grid * grid, c.vision_config.patch_dim, generator=gen),
                 image_grid_thw=torch.tensor([[1, grid, grid]]))
 

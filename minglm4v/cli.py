@@ -12,7 +12,8 @@
 
 DIR is an HF-layout model directory: config.json, safetensors, tokenizer files and
 preprocessor_config.json (a GLM-4.1V-9B-Thinking download works unchanged). Without --model, chat
-uses the bundled micro model in data/micro-model. No counterpart in transformers.
+(and eval-shapes without DIR) uses the bundled micro model in data/micro-model of a source checkout;
+an installed package has none and asks for a directory. No counterpart in transformers.
 """
 
 import argparse
@@ -38,8 +39,6 @@ from .study.compare import compare_checkpoint, table
 from .study.shapes_eval import EVAL_SEED, RENDERERS
 from .study.shapes_eval import main as eval_shapes
 from .training import rl, train
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "data" / "micro-model"
 
 
 class CliError(Exception):
@@ -105,13 +104,27 @@ class ReplyPrinter:
                 self.fresh = False
 
 
+DOWNLOAD = "`huggingface-cli download zai-org/GLM-4.1V-9B-Thinking --local-dir DIR`"
+
+
 def _model_dir(path) -> Path:
-    directory = Path(path)
+    """The model directory given, or (None) the bundled micro model."""
+    directory = _bundled_model() if path is None else Path(path)
     if not (directory / "config.json").is_file():
-        hint = ("the bundled micro model is made by `python scripts/train_micro_model.py`; "
-                if directory == DEFAULT_MODEL else "")
-        raise CliError(f"no model in {directory} (no config.json): {hint}give the directory of a downloaded "
-                       "checkpoint, e.g. `huggingface-cli download zai-org/GLM-4.1V-9B-Thinking --local-dir DIR`")
+        raise CliError(f"no model in {directory} (no config.json): give the directory of a downloaded "
+                       f"checkpoint, e.g. {DOWNLOAD}")
+    return directory
+
+
+def _bundled_model() -> Path:
+    """data/micro-model of the source checkout this package runs from. The micro model ships with the
+    repository, not inside the package: installed from a wheel, there is none, and the error says so."""
+    checkout = Path(__file__).resolve().parents[1]
+    directory = checkout / "data" / "micro-model"
+    if not ((checkout / "pyproject.toml").is_file() and (directory / "config.json").is_file()):
+        raise CliError("no model directory given, and the bundled micro model is not at hand: it lives in "
+                       "data/micro-model of a minglm4v source checkout (made by scripts/train_micro_model.py), "
+                       f"not in an installed package. Pass a model directory (--model DIR), e.g. from {DOWNLOAD}")
     return directory
 
 
@@ -239,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("chat", help="ask a question about images or a video, stream the reply")
     c.add_argument("question")
-    c.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory (default: the bundled micro model)")
+    c.add_argument("--model", help="model directory (default: the bundled micro model of a source checkout)")
     media = c.add_mutually_exclusive_group()
     media.add_argument("--image", action="append", metavar="PATH", help="an image file (repeat for several)")
     media.add_argument("--video", metavar="PATH", help="a video file (needs PyAV: pip install av)")
@@ -257,7 +270,7 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("check", help="compare minglm4v with transformers on a checkpoint")
     k.add_argument("dir")
     e = sub.add_parser("eval-shapes", help="score a model on fresh pictures of the shapes world")
-    e.add_argument("dir", nargs="?", default=str(DEFAULT_MODEL), help="model directory (default: the micro model)")
+    e.add_argument("dir", nargs="?", help="model directory (default: the bundled micro model of a source checkout)")
     e.add_argument("--pictures", type=int, default=500)
     e.add_argument("--seed", type=int, default=EVAL_SEED, help="never one used to make training data")
     e.add_argument("--renderer", default="shapes", choices=list(RENDERERS),

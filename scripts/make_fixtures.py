@@ -30,6 +30,7 @@ from helpers import CASES, FIXTURES, TINY, TINY_BF16, hf_config, hf_vision_featu
 
 from minglm4v import Glm4vConfig  # noqa: E402
 from minglm4v.model.rope import token_types  # noqa: E402
+from minglm4v.model.vision import image_tokens  # noqa: E402
 from minglm4v.processing.special_tokens import image_block_ids  # noqa: E402
 from minglm4v.processing.tokenizer import left_pad  # noqa: E402
 
@@ -56,7 +57,7 @@ def randomize(model: torch.nn.Module, gen: torch.Generator) -> None:
 
 def image(h: int, w: int) -> list[int]:
     """The processor's expansion of one image with a patch grid h x w: one slot per 2x2 window."""
-    return image_block_ids(CFG, h * w // 4)
+    return image_block_ids(CFG, int(image_tokens(torch.tensor([1, h, w]), CFG.vision_config.spatial_merge_size)))
 
 
 def video(t: int, h: int, w: int) -> list[int]:

@@ -61,6 +61,17 @@ def test_chat_streams_the_reply(model_dir, picture, capsys):
     assert out == reply.lstrip() + "\n"
 
 
+@pytest.mark.parametrize("argv", [["chat", "Hi"], ["eval-shapes", "--pictures", "1"]])
+def test_installed_without_a_checkout_the_default_model_asks_for_a_directory(monkeypatch, tmp_path, capsys, argv):
+    """Installed from a wheel, minglm4v has no data/ folder beside it: the default model is an error that says
+    where the micro model lives and asks for a model directory, instead of a path into site-packages."""
+    monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "minglm4v" / "cli.py"))
+    code, _, err = run(argv, capsys)
+    assert code == 1 and err.startswith("error: no model directory given, and the bundled micro model is not at "
+                                        "hand: it lives in data/micro-model of a minglm4v source checkout")
+    assert "Pass a model directory (--model DIR)" in err and err.count("\n") == 1
+
+
 def test_chat_default_is_the_bundled_micro_model(capsys):
     """The README's run command: the micro model's thinking names the three shapes of data/images in
     reading order, and its answer gives the yellow square's position words and a box that overlaps the truth."""

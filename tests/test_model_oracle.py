@@ -48,7 +48,7 @@ def test_vision_features(name, oracle_cases, ours_tiny, hf_tiny):
     pixels, grid = (inputs["pixel_values"], inputs["image_grid_thw"]) if kind == "image" else \
         (inputs["pixel_values_videos"], inputs["video_grid_thw"])
     with torch.no_grad():
-        vit = ours_tiny.model.visual.encode(pixels, grid)
+        vit = ours_tiny.model.visual.vit(pixels, grid)
         features_of = ours_tiny.get_image_features if kind == "image" else ours_tiny.get_video_features
         merged = features_of(pixels, grid)
     hf_vit, hf_merged = hf_vision_features(hf_tiny, inputs)

@@ -19,7 +19,13 @@ from minglm4v.processing.image import Glm4vImageProcessor, smart_resize, unpatch
 from minglm4v.processing.processor import Glm4vProcessor
 from minglm4v.processing.video import Glm4vVideoProcessor, sample_frame_indices
 from minglm4v.study.attention_maps import image_token_map, record_attention
-from minglm4v.study.compare import check_inputs, compare_checkpoint, component_names, component_outputs, differences
+from minglm4v.study.compare import (
+    compare_checkpoint,
+    component_names,
+    component_outputs,
+    differences,
+    make_check_inputs,
+)
 from minglm4v.study.fake_inputs import create_fake_image_inputs, create_multimodal_inputs
 from minglm4v.study.shapes import Scene, Shape, random_scene
 from minglm4v.training import lora
@@ -261,7 +267,7 @@ def oracle_13():
     import transformers
 
     reference = transformers.Glm4vForConditionalGeneration.from_pretrained(TINY).eval()
-    inputs = check_inputs(reference.config)
+    inputs = make_check_inputs(reference.config)
     names = ex13.finer_names(reference.config)
     return inputs, names, component_outputs(reference, names, inputs)
 

@@ -25,6 +25,12 @@ from .patch_embed import PatchEmbed, PositionEmbedding
 from .rope import apply_vision_rope, vision_cos_sin, vision_positions
 
 
+def image_tokens(grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
+    """[t, h, w] patch grids (..., 3) -> the features the tower makes of each (...), one per <|image|> slot:
+    t·h·w / merge², since every merge x merge window of patches becomes one token."""
+    return grid_thw.prod(-1) // merge_size**2
+
+
 class VisionAttention(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
@@ -73,7 +79,7 @@ class Glm4vVisionModel(nn.Module):
         self.merger = PatchMerger(cfg.out_hidden_size, cfg.intermediate_size)
         self.gradient_checkpointing = False  # see Glm4vForConditionalGeneration.gradient_checkpointing_enable
 
-    def encode(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+    def vit(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """The ViT alone: (N, C*T*P*P) -> (N, hidden), before post_layernorm."""
         c = self.cfg
         x = self.post_conv_layernorm(self.patch_embed(pixel_values))  # (N, hidden)
@@ -89,6 +95,6 @@ class Glm4vVisionModel(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """(N, C*T*P*P), grid_thw (images, 3) -> merged features (N / merge^2, out_hidden_size)"""
-        x = self.post_layernorm(self.encode(pixel_values, grid_thw))
+        x = self.post_layernorm(self.vit(pixel_values, grid_thw))
         x = downsample_windows(x, self.downsample, self.cfg.spatial_merge_size)
         return self.merger(x)

@@ -29,6 +29,7 @@ import torch
 
 from ..base.hub import check_kwargs, check_model_type, resolve_directory
 from ..model.rope import token_types
+from ..model.vision import image_tokens
 from . import special_tokens as st
 from .chat_template import apply_chat_template, content_item_type
 from .feature import BatchFeature
@@ -127,7 +128,7 @@ class Glm4vProcessor:
     def _process_images(self, images, out: BatchFeature) -> list[str]:
         """Pixel rows into `out`; returns the token string that replaces each image's placeholder."""
         out.update(self.image_processor(images, return_tensors="pt"))
-        per_image = out["image_grid_thw"].prod(-1) // self.image_processor.merge_size ** 2
+        per_image = image_tokens(out["image_grid_thw"], self.image_processor.merge_size)
         return [st.IMAGE * n for n in per_image.tolist()]
 
     def _process_videos(self, videos, out: BatchFeature, video_kwargs: dict) -> list[str]:
@@ -143,7 +144,7 @@ class Glm4vProcessor:
 
     def _video_tokens(self, grid_thw: list[int], seconds: list[int]) -> str:
         _, height, width = grid_thw
-        block = st.image_block(height * width // self.video_processor.merge_size ** 2)
+        block = st.image_block(int(image_tokens(torch.tensor([1, height, width]), self.video_processor.merge_size)))
         # Each temporal group is written like a small image followed by its time in whole seconds,
         # which is how the model knows when a frame was taken.
         return "".join(f"{block}{s}" for s in seconds)

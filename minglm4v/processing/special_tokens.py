@@ -23,7 +23,8 @@ SPECIAL = (ENDOFTEXT, "[MASK]", GMASK, "[sMASK]", SOP, "<eop>", SYSTEM, USER, AS
            BEGIN_OF_IMAGE, END_OF_IMAGE, BEGIN_OF_VIDEO, END_OF_VIDEO, IMAGE, VIDEO)
 # Added tokens that are *not* special: they survive skip_special_tokens, so answers keep their tags.
 NOT_SPECIAL = (THINK, END_THINK, ANSWER, END_ANSWER, BEGIN_OF_BOX, END_OF_BOX)
-# A Thinking-model turn ends when the model starts the next role (or emits end-of-text).
+# A Thinking-model turn ends when the model starts the next role (or emits end-of-text); after
+# </answer> GLM-4.1V writes USER, so training targets end with it (minglm4v.training.data).
 END_OF_TURN = (ENDOFTEXT, USER, OBSERVATION)
 
 

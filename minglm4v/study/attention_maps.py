@@ -31,6 +31,7 @@ import torch
 from einops import rearrange, repeat
 
 from ..model.decoder import causal_mask
+from ..model.vision import image_tokens
 
 
 def attention_probs(q, k, mask=None) -> torch.Tensor:
@@ -140,7 +141,7 @@ def image_token_map(row, input_ids, image_token_id: int, grid_thw, merge_size: i
     each <|image|> token (one merged 2x2 window of patches), laid out like the picture."""
     h, w = _one_grid(grid_thw)
     slots = input_ids.reshape(-1) == image_token_id
-    expected = h * w // merge_size**2
+    expected = int(image_tokens(torch.as_tensor(grid_thw), merge_size).sum())
     if row.shape != input_ids.reshape(-1).shape or int(slots.sum()) != expected:
         raise ValueError(f"need one attention row per token ({input_ids.numel()}) of a prompt with one "
                          f"image of {expected} <|image|> tokens (grid {h}x{w}); got a row of shape "

@@ -22,6 +22,8 @@ import torch
 
 from ..model.config import Glm4vConfig
 from ..model.glm4v import Glm4vForConditionalGeneration
+from ..model.rope import token_types
+from ..model.vision import image_tokens
 from ..processing import special_tokens as st
 
 
@@ -36,7 +38,7 @@ def component_names(config: Glm4vConfig) -> list[str]:
             + ["model.language_model.norm", "lm_head"])
 
 
-def check_inputs(config: Glm4vConfig) -> dict:
+def make_check_inputs(config: Glm4vConfig) -> dict:
     """A 112x112 colour ramp (8x8 patches -> 16 image tokens) between a few text tokens."""
     from PIL import Image
 
@@ -45,10 +47,10 @@ def check_inputs(config: Glm4vConfig) -> dict:
     pixels = torch.stack([ramp[:, None].expand(112, 112), ramp[None, :].expand(112, 112),
                           ramp.flip(0)[:, None].expand(112, 112)], dim=-1)
     image = Glm4vImageProcessor()(Image.fromarray(pixels.numpy()))
-    slots = int(image["image_grid_thw"].prod()) // config.vision_config.spatial_merge_size ** 2
+    slots = int(image_tokens(image["image_grid_thw"], config.vision_config.spatial_merge_size).sum())
     ids = [11, 12, 13] + st.image_block_ids(config, slots) + [14, 15, 16]
     input_ids = torch.tensor([ids])
-    types = (input_ids == config.image_token_id).long()
+    types = token_types(input_ids, config.image_token_id, config.video_start_token_id, config.video_end_token_id)
     return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), mm_token_type_ids=types, **image)
 
 
@@ -128,7 +130,7 @@ class LogitsCheck:
 def compare_checkpoint(directory, dtype=None, device="cpu", inputs=None, names=None):
     """Run minglm4v, then transformers, on one checkpoint and input -> (rows, LogitsCheck).
 
-    dtype None keeps the stored one; inputs default to `check_inputs`; names to `component_names`."""
+    dtype None keeps the stored one; inputs default to `make_check_inputs`; names to `component_names`."""
     try:
         import transformers
     except ImportError:
@@ -137,7 +139,7 @@ def compare_checkpoint(directory, dtype=None, device="cpu", inputs=None, names=N
     # one model at a time, so that checking the 9B model needs the memory of one copy, not two
     model = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device_map=device)
     dtype = next(model.parameters()).dtype
-    inputs = check_inputs(model.config) if inputs is None else inputs
+    inputs = make_check_inputs(model.config) if inputs is None else inputs
     inputs = {k: x.to(device) for k, x in inputs.items() if isinstance(x, torch.Tensor)}
     names = component_names(model.config) if names is None else names
     ours = component_outputs(model, names, inputs)

@@ -11,6 +11,7 @@ Useful to see what the model consumes before any image or tokenizer is involved:
 import torch
 
 from ..model.config import Glm4vConfig
+from ..model.vision import image_tokens
 from ..processing.special_tokens import image_block_ids
 
 
@@ -47,7 +48,7 @@ def create_multimodal_inputs(config: Glm4vConfig, num_images: int = 1, text_leng
                              height: int = 112, width: int = 112, seed: int = 0) -> dict:
     """text_length ordinary tokens split around `num_images` image blocks, batch size 1."""
     images = create_fake_image_inputs(config, num_images, height, width, seed)
-    tokens_per_image = int(images["image_grid_thw"][0].prod()) // config.vision_config.spatial_merge_size**2
+    tokens_per_image = int(image_tokens(images["image_grid_thw"][0], config.vision_config.spatial_merge_size))
     text = _ordinary_tokens(config, (text_length,), _generator(seed + 1))
     pieces = list(text.tensor_split(num_images + 1))
     ids = [pieces[0]]

@@ -42,13 +42,11 @@ from pathlib import Path
 import torch
 
 from ..processing import special_tokens as st
-from ..processing.chat_template import parse_thinking
+from ..processing.chat_template import ROLES, parse_thinking
 from ..processing.processor import Glm4vProcessor
 from ..processing.tokenizer import left_pad
 
-END_OF_TURN = st.USER
 KEYS = ("messages", "images", "videos")
-ROLES = ("system", "user", "assistant")
 PLACEHOLDERS = {"<image>": "images", "<video>": "videos"}
 _SPLIT = re.compile("(<image>|<video>)")
 
@@ -66,7 +64,7 @@ class Conversation:
     path: Path
     line: int
     messages: list[dict]  # the prompt: every message before the last assistant turn
-    target: str  # the last assistant turn + END_OF_TURN
+    target: str  # the last assistant turn + <|user|>, the end of turn the model writes
     images: list[Path] = field(default_factory=list)
     videos: list[Path] = field(default_factory=list)
 
@@ -127,7 +125,7 @@ def parse_line(path: Path, number: int, text: str) -> Conversation:
         raise fail("a conversation must have a user message and end with the assistant turn to learn")
     files = iter(media["images"] + media["videos"])  # one kind at most, in placeholder order
     prompt = [_template_message(m, files) for m in messages[:-1]]
-    return Conversation(path, number, prompt, messages[-1]["content"] + END_OF_TURN,
+    return Conversation(path, number, prompt, messages[-1]["content"] + st.USER,
                         media["images"], media["videos"])
 
 
