@@ -70,8 +70,10 @@ def test_patch_grid_numbers_windows_in_pixel_values_order():
         assert [int(y // 14), int(x // 14)] == rc[int(text)].tolist()
     # internal patch boundaries: (h - 1) horizontal + (w - 1) vertical lines, window edges thicker
     assert len(ax.lines) == (h - 1) + (w - 1)
-    assert sorted({line.get_linewidth() for line in ax.lines}) == [0.8, 2.0]
+    assert sorted({line.get_linewidth() for line in ax.lines}) == [0.6, 2.5]
+    assert {line.get_color() for line in ax.lines if line.get_linewidth() == 2.5} == {"yellow"}  # window edges
     assert all(line.get_path_effects() for line in ax.lines)  # dark outline: visible on white
+    assert all(t.get_bbox_patch() is not None for t in ax.texts)  # labels on a dark box: legible on white
 
 
 def test_patch_grid_without_patch_numbers_and_errors():

@@ -27,27 +27,36 @@ def show_patch_grid(image, grid_thw, patch_size: int = 14, merge_size: int = 2,
     cell = 0.8 if patch_numbers else 0.4  # inches per patch
     fig, ax = plt.subplots(figsize=(cell * w + 1, cell * h + 1))
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+    # merge-window edges thick and yellow, the patch lines inside a window thin, dashed and white, so the
+    # two kinds of boundary read apart on any picture
     for y in range(1, h):
-        lw = 2.0 if y % merge_size == 0 else 0.8
-        ax.axhline(y * patch_size - 0.5, color="w", lw=lw, path_effects=_outlined(lw))
+        ax.axhline(y * patch_size - 0.5, **_grid_line(y % merge_size == 0))
     for x in range(1, w):
-        lw = 2.0 if x % merge_size == 0 else 0.8
-        ax.axvline(x * patch_size - 0.5, color="w", lw=lw, path_effects=_outlined(lw))
+        ax.axvline(x * patch_size - 0.5, **_grid_line(x % merge_size == 0))
     windows_per_row, window = w // merge_size, patch_size * merge_size
     for k in range(h * w // merge_size**2):
         top, left = (k // windows_per_row) * window, (k % windows_per_row) * window
         ax.text(left + window / 2, top + window / 2, str(k), ha="center", va="center", color="yellow",
-                fontsize=10, fontweight="bold", path_effects=OUTLINE)
+                fontsize=10, fontweight="bold", bbox=LABEL_BOX)
         if patch_numbers:  # each patch's row, pushed towards the window's outer corner
             for m in range(merge_size**2):
                 mi, mj = divmod(m, merge_size)
                 shift = (np.array([mi, mj]) - (merge_size - 1) / 2) * 0.3 * patch_size
                 py, px = np.array([top, left]) + (np.array([mi, mj]) + 0.5) * patch_size + shift
                 ax.text(px, py, str(k * merge_size**2 + m), ha="center", va="center", color="w",
-                        fontsize=7, path_effects=OUTLINE)
+                        fontsize=7, bbox=LABEL_BOX)
     ax.set(xticks=[], yticks=[])
     ax.set_title(title or f"{h}x{w} patches, {h * w // merge_size**2} merge windows (row order)")
     return fig
+
+
+LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.65, "linewidth": 0}
+
+
+def _grid_line(window_edge: bool) -> dict:
+    if window_edge:
+        return {"color": "yellow", "lw": 2.5, "path_effects": _outlined(2.5)}
+    return {"color": "w", "lw": 0.6, "linestyle": (0, (3, 2)), "path_effects": _outlined(0.6)}
 
 
 def show_patch_rows(pixel_values, n: int = 16, patch_size: int = 14, merge_size: int = 2):
