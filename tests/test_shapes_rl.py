@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from minglm4v.study import shapes_other
 from minglm4v.study.shapes import COLORS, MARGIN, SHADE, SIDE, VARIED, questions, random_scene, write_rl_dataset
@@ -136,3 +137,17 @@ def test_eval_shapes_takes_a_renderer(capsys):
     with pytest.raises(SystemExit):
         cli.main(["eval-shapes", "--renderer", "mine"])
     assert "invalid choice: 'mine'" in capsys.readouterr().err
+
+
+def test_rl_questions_from_any_renderer(tmp_path):
+    from minglm4v.study.shapes_eval import write_rl_questions
+    path = write_rl_questions(tmp_path, 6, seed=2, renderer="other", kinds=("position", "color"))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    wanted = [(s, q) for s, q in eval_questions(6, 2, "other") if q.kind in ("position", "color")]
+    assert [(line["messages"][0]["content"], line["answer"]) for line in lines] == \
+        [("<image>" + q.text, q.answer) for _, q in wanted]
+    for line, (scene, _) in zip(lines, wanted):  # each line's picture is its scene's, saved once
+        assert np.array_equal(np.asarray(Image.open(tmp_path / line["images"][0])), np.asarray(scene.image()))
+    assert len(list((tmp_path / "images").iterdir())) == len({id(s) for s, _ in wanted})
+    with pytest.raises(ValueError, match=r"kinds must be some of \['count'"):
+        write_rl_questions(tmp_path, 2, seed=2, kinds=("where",))

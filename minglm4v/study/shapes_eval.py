@@ -9,6 +9,7 @@ counterpart.
         "varied" (the same with the variation of shapes.VARIED) or "other" (an independent
         renderer, minglm4v.study.shapes_other: what transfers to pictures drawn by other code)
     summarize(graded) -> {"count": (right, asked), ..., "box IoU >= 0.5": ..., "well-formed": ...}
+    write_rl_questions(dir, pictures, seed, renderer, kinds) -> dir/rl.jsonl: such questions as RL prompts
     format_table(summary) -> the printed table
 
 A reply is well-formed when it is exactly `<think>…</think><answer>…</answer>` and the answer has the
@@ -16,10 +17,12 @@ form its question asks for (a number, a colour, a shape, yes/no, or position wor
 x1 < x2 and y1 < y2).
 """
 
+import json
 import random
 import re
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -73,6 +76,28 @@ def eval_questions(pictures: int, seed: int, renderer: str = "shapes") -> list[t
         scene = RENDERERS[renderer](rng)
         pairs += [(scene, q) for kind in KINDS if (q := pick_question(scene, rng, kind)) is not None]
     return pairs
+
+
+def write_rl_questions(directory, pictures: int, seed: int, renderer: str = "other", kinds=KINDS) -> Path:
+    """The questions of `eval_questions(pictures, seed, renderer)` whose kind is in `kinds`, as an RL prompt
+    set (`python -m minglm4v rl`): directory/rl.jsonl (the user turn and the reference "answer") and
+    directory/images/*.png. RL prompts from any renderer, e.g. the pictures the model gets wrong most."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"kinds must be some of {list(KINDS)}, got {list(kinds)}")
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    scenes, lines = {}, []
+    for scene, question in eval_questions(pictures, seed, renderer):
+        if question.kind in kinds:
+            if id(scene) not in scenes:
+                scenes[id(scene)] = name = f"images/{len(scenes):06d}.png"
+                scene.image().save(directory / name)
+            lines.append({"messages": [{"role": "user", "content": "<image>" + question.text}],
+                          "images": [scenes[id(scene)]], "answer": question.answer})
+    path = directory / "rl.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
 
 
 def answer(model, processor, images, texts, max_new_tokens: int = 96) -> list[str]:
