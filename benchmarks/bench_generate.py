@@ -33,8 +33,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
-from minglm4v.model.rope import token_types
-from minglm4v.model.vision import image_tokens
+from minglm4v.model.rope import image_tokens, token_types
 from minglm4v.processing.special_tokens import image_block_ids
 
 

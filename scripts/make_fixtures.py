@@ -29,8 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from helpers import CASES, FIXTURES, TINY, TINY_BF16, hf_config, hf_vision_features, model_inputs  # noqa: E402
 
 from minglm4v import Glm4vConfig  # noqa: E402
-from minglm4v.model.rope import token_types  # noqa: E402
-from minglm4v.model.vision import image_tokens  # noqa: E402
+from minglm4v.model.rope import image_tokens, token_types  # noqa: E402
 from minglm4v.processing.special_tokens import image_block_ids  # noqa: E402
 from minglm4v.processing.tokenizer import left_pad  # noqa: E402
 

@@ -22,7 +22,7 @@ from . import rope
 from .config import Glm4vConfig
 from .decoder import Glm4vTextModel
 from .layers import Linear
-from .vision import Glm4vVisionModel, image_tokens
+from .vision import Glm4vVisionModel
 from .weights import PretrainedMixin
 
 
@@ -252,7 +252,7 @@ def _check_pixels(pixel_values, grid_thw, v, what):
 
 def _check_slots(slots: int, grid_thw, merge: int, what: str):
     """The prompt must hold one <|image|> token per feature the tower will make (t*h*w / merge^2)."""
-    features = int(image_tokens(grid_thw, merge).sum())
+    features = int(rope.image_tokens(grid_thw, merge).sum())
     if slots == 0:
         raise ValueError(
             f"the prompt has no <|image|> tokens, but {what} pixels for {features} features were given. Each "

@@ -12,7 +12,8 @@
   on the rotary part): `mrope_cos_sin_halves` / `apply_mrope_halves`; transformers' `Glm4vMoeTextRotaryEmbedding`
   and the `apply_rotary_pos_emb` of `glm4v_moe`.
 * `get_rope_index(...)` -> position_ids (3, B, L), rope_deltas (B, 1). Corresponds to
-  `Glm4vModel.get_rope_index`.
+  `Glm4vModel.get_rope_index`. It reads the token stream through `token_types` (text, image or video
+  slot) and `image_tokens` (the slots a [t, h, w] grid takes), the one home of both facts.
 """
 
 import torch
@@ -110,6 +111,12 @@ def apply_mrope_halves(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
 
 
 # ----------------------------------------------------------------------------- get_rope_index
+def image_tokens(grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
+    """[t, h, w] patch grids (..., 3) -> the features the tower makes of each (...), one per <|image|> slot:
+    t·h·w / merge², since every merge x merge window of patches becomes one token."""
+    return grid_thw.prod(-1) // merge_size**2
+
+
 def token_types(input_ids: torch.Tensor, image_token_id: int, video_start_id: int, video_end_id: int):
     """0 text / 1 image / 2 video for every token: an <|image|> inside a video span is a frame slot."""
     depth = (input_ids == video_start_id).cumsum(-1) - (input_ids == video_end_id).cumsum(-1)

@@ -25,12 +25,6 @@ from .patch_embed import PatchEmbed, PositionEmbedding
 from .rope import apply_vision_rope, vision_cos_sin, vision_positions
 
 
-def image_tokens(grid_thw: torch.Tensor, merge_size: int) -> torch.Tensor:
-    """[t, h, w] patch grids (..., 3) -> the features the tower makes of each (...), one per <|image|> slot:
-    t·h·w / merge², since every merge x merge window of patches becomes one token."""
-    return grid_thw.prod(-1) // merge_size**2
-
-
 class VisionAttention(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()

@@ -28,8 +28,7 @@ from pathlib import Path
 import torch
 
 from ..base.hub import check_kwargs, check_model_type, resolve_directory
-from ..model.rope import token_types
-from ..model.vision import image_tokens
+from ..model.rope import image_tokens, token_types
 from . import special_tokens as st
 from .chat_template import apply_chat_template, content_item_type
 from .feature import BatchFeature

@@ -31,7 +31,7 @@ import torch
 from einops import rearrange, repeat
 
 from ..model.decoder import causal_mask
-from ..model.vision import image_tokens
+from ..model.rope import image_tokens
 
 
 def attention_probs(q, k, mask=None) -> torch.Tensor:

@@ -22,8 +22,7 @@ import torch
 
 from ..model.config import Glm4vConfig
 from ..model.glm4v import Glm4vForConditionalGeneration
-from ..model.rope import token_types
-from ..model.vision import image_tokens
+from ..model.rope import image_tokens, token_types
 from ..processing import special_tokens as st
 
 

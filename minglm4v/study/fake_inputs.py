@@ -11,7 +11,7 @@ Useful to see what the model consumes before any image or tokenizer is involved:
 import torch
 
 from ..model.config import Glm4vConfig
-from ..model.vision import image_tokens
+from ..model.rope import image_tokens
 from ..processing.special_tokens import image_block_ids
 
 
