@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..base.checks import read_json
 from ..base.hub import check_kwargs, check_model_type, resolve_directory
 from ..model.rope import image_tokens, token_types
 from . import special_tokens as st
@@ -34,7 +35,7 @@ from .chat_template import apply_chat_template, content_item_type
 from .feature import BatchFeature
 from .image import Glm4vImageProcessor
 from .tokenizer import Glm4vTokenizer
-from .video import Glm4vVideoProcessor, load_video
+from .video import VIDEO_PROCESSORS, Glm4vVideoProcessor, load_video
 
 _PLACEHOLDER = re.compile(re.escape(st.IMAGE) + "|" + re.escape(st.VIDEO))
 
@@ -61,9 +62,12 @@ class Glm4vProcessor:
         check_kwargs(kwargs, "Glm4vProcessor.from_pretrained")
         directory = resolve_directory(pretrained_model_name_or_path, revision, cache_dir)
         check_model_type(directory)
-        has_video = (directory / Glm4vVideoProcessor.config_name).is_file()
-        return cls(Glm4vImageProcessor.from_pretrained(directory), Glm4vTokenizer.from_pretrained(directory),
-                   Glm4vVideoProcessor.from_pretrained(directory) if has_video else None)
+        video_config = directory / Glm4vVideoProcessor.config_name
+        video = None
+        if video_config.is_file():  # GLM-4.6V's file names its own video processor
+            kind = read_json(video_config, "a video preprocessor config").get(Glm4vVideoProcessor.type_key)
+            video = VIDEO_PROCESSORS.get(kind, Glm4vVideoProcessor).from_pretrained(directory)
+        return cls(Glm4vImageProcessor.from_pretrained(directory), Glm4vTokenizer.from_pretrained(directory), video)
 
     def save_pretrained(self, save_directory) -> None:
         """The tokenizer files and the preprocessor config(s), as in a hub checkpoint."""
@@ -144,9 +148,9 @@ class Glm4vProcessor:
     def _video_tokens(self, grid_thw: list[int], seconds: list[int]) -> str:
         _, height, width = grid_thw
         block = st.image_block(int(image_tokens(torch.tensor([1, height, width]), self.video_processor.merge_size)))
-        # Each temporal group is written like a small image followed by its time in whole seconds,
-        # which is how the model knows when a frame was taken.
-        return "".join(f"{block}{s}" for s in seconds)
+        # Each temporal group is written like a small image followed by its time ("3" for GLM-4.1V,
+        # "3.0 seconds" for GLM-4.6V), which is how the model knows when a frame was taken.
+        return "".join(block + self.video_processor.timestamp_text(s) for s in seconds)
 
     def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, L) 0 text, 1 <|image|> of an image, 2 <|image|> inside a video span."""

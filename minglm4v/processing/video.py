@@ -1,4 +1,4 @@
-"""Video preprocessing for GLM-4.1V: frames in, vision-tower patch rows and prompt timestamps out.
+"""Video preprocessing for GLM-4.1V and GLM-4.6V: frames in, patch rows and prompt timestamps out.
 
 Counterpart of transformers' `Glm4vVideoProcessor` plus the timestamp part of `Glm4vProcessor`.
 transformers' video processor needs torchvision, so this module is checked against hand-computed
@@ -17,6 +17,10 @@ temporal slices inside a row are consecutive sampled frames. Outputs: `pixel_val
 (N, 1176), `video_grid_thw` (num_videos, 3) int64 = [T/2, gh, gw] per video, and `timestamps`: per
 video, the whole second of the first frame of each temporal group (the prompt writes it after the
 group's image tokens).
+
+GLM-4.6V (`Glm46VVideoProcessor`, transformers' `Glm46VVideoProcessor`): the frames are chosen by the
+clip's duration (`sample_frame_indices_by_duration`: 6, 2 or 1 frames per second, at most 640 frames
+of the first 2400 s), and the timestamps are seconds with one decimal ("3.5 seconds" in the prompt).
 """
 
 import math
@@ -150,7 +154,7 @@ class Glm4vVideoProcessor(Glm4vImageProcessor):
                 if video_fps is None:
                     raise ValueError(f"fps (the source frame rate) is needed to sample {self.fps} frames per "
                                      "second; pass fps=..., or sample_frames=False to use every frame")
-                indices = sample_frame_indices(len(video), video_fps, self.fps, self.max_duration, seconds)
+                indices = self.sample(len(video), video_fps, seconds)
             else:
                 indices = list(range(len(video)))
                 if video_fps is None:
@@ -164,10 +168,92 @@ class Glm4vVideoProcessor(Glm4vImageProcessor):
             video_rows, grid = self.encode_frames(frames)
             rows.append(video_rows)
             grids.append(grid)
-            # One timestamp per temporal group (its first frame), in whole seconds as the prompt shows them.
-            timestamps.append([int(i / video_fps) for i in indices[::self.temporal_patch_size]])
+            # One timestamp per temporal group: the time of its first frame, as the prompt shows it.
+            timestamps.append([self.frame_time(i, video_fps) for i in indices[::self.temporal_patch_size]])
         return BatchFeature(pixel_values_videos=torch.cat(rows), video_grid_thw=torch.stack(grids),
                             timestamps=timestamps)
+
+
+    # ------------------------------------------------------------ what GLM-4.6V changes (Glm46VVideoProcessor)
+    def sample(self, total_frames: int, video_fps, duration=None) -> list[int]:
+        """The frames to keep: `fps` per second over at most `max_duration` seconds."""
+        return sample_frame_indices(total_frames, video_fps, self.fps, self.max_duration, duration)
+
+    @staticmethod
+    def frame_time(index: int, video_fps):
+        """When frame `index` was taken, as the prompt tells the model: whole seconds."""
+        return int(index / video_fps)
+
+    @staticmethod
+    def timestamp_text(seconds) -> str:
+        """The text after a temporal group's image tokens: "3"."""
+        return str(seconds)
+
+
+# GLM-4.6V's rates: up to 30 s of clip, 3 temporal groups (6 frames) per second; up to 300 s, 1; longer, 0.5
+GROUP_RATES = ((30, 3), (300, 1), (math.inf, 0.5))
+MAX_SECONDS, MAX_FRAMES = 2400, 640  # GLM-4.6V looks at most at the first 2400 s, in at most 640 frames
+
+
+def sample_frame_indices_by_duration(total_frames, video_fps, temporal_patch_size=2, duration=None) -> list[int]:
+    """The frames GLM-4.6V looks at (transformers' `Glm46VVideoProcessor.sample_frames`): a rate chosen
+    by the clip's length (GROUP_RATES), capped at MAX_FRAMES frames and MAX_SECONDS seconds.
+
+    Frames are taken in time order whenever the clip reaches the next sampling instant; if that gives
+    fewer frames than the rate asks for (a clip with fewer frames than that), they are spread evenly
+    over the part it covered instead, and if more, over the whole clip. Repeats are dropped and an odd
+    count gets its last frame repeated, as in `sample_frame_indices`."""
+    if total_frames <= 0:
+        raise ValueError(f"video is empty ({total_frames} frames); it needs at least one frame")
+    _check_source_rate(video_fps, total_frames, "video_fps must be the source frame rate")
+    if duration is not None:
+        _check_rate(duration, "duration must be the clip's length in seconds")
+    last = total_frames - 1
+    duration = duration or round(last / video_fps) + 1
+    seconds = min(duration, MAX_SECONDS)
+    rate = next(rate for longest, rate in GROUP_RATES if seconds <= longest)
+    wanted = min(int(seconds * rate * temporal_patch_size), MAX_FRAMES)
+    if total_frames < wanted:
+        indices = np.linspace(0, last, wanted, dtype=int).tolist()
+    else:
+        indices, instant = [], 0.0
+        for i in range(total_frames):
+            if i / video_fps >= instant:
+                indices.append(i)
+                instant += 1 / (temporal_patch_size * rate)
+                if instant >= int(duration):
+                    break
+    if len(indices) < wanted:
+        start, end = (indices[0], indices[-1]) if indices else (0, last)
+        indices = np.linspace(start, end, wanted, dtype=int).tolist()
+    elif len(indices) > wanted:
+        indices = np.linspace(0, last, wanted, dtype=int).tolist()
+    indices = list(dict.fromkeys(indices))
+    if len(indices) % 2:
+        indices.append(indices[-1])
+    return indices
+
+
+class Glm46VVideoProcessor(Glm4vVideoProcessor):
+    """GLM-4.6V's video processing (transformers' `Glm46VVideoProcessor` and the timestamps of
+    `Glm46VProcessor`): the same pixels per frame as GLM-4.1V, but the frames are chosen by the clip's
+    duration (`sample_frame_indices_by_duration`; the `fps` and `max_duration` settings are not used)
+    and each temporal group's time is written with one decimal: "3.5 seconds". Chosen by a checkpoint
+    whose video_preprocessor_config.json names it (`video_processor_type`)."""
+
+    def sample(self, total_frames: int, video_fps, duration=None) -> list[int]:
+        return sample_frame_indices_by_duration(total_frames, video_fps, self.temporal_patch_size, duration)
+
+    @staticmethod
+    def frame_time(index: int, video_fps):
+        return index / video_fps
+
+    @staticmethod
+    def timestamp_text(seconds) -> str:
+        return f"{seconds:.1f} seconds"
+
+
+VIDEO_PROCESSORS = {cls.__name__: cls for cls in (Glm4vVideoProcessor, Glm46VVideoProcessor)}
 
 
 def _check_rate(value, what: str) -> None:
