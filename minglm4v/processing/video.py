@@ -41,13 +41,7 @@ def sample_frame_indices(total_frames, video_fps, fps=2, max_duration=300, durat
     frames spread evenly over the whole clip. `duration` defaults to the reference's estimate
     round((total_frames - 1) / video_fps) + 1, which counts one second more than a clip lasts.
     """
-    if total_frames <= 0:
-        raise ValueError(f"video is empty ({total_frames} frames); it needs at least one frame")
-    _check_source_rate(video_fps, total_frames, "video_fps must be the source frame rate")
-    if duration is not None:
-        _check_rate(duration, "duration must be the clip's length in seconds")
-    last = total_frames - 1
-    duration = duration or round(last / video_fps) + 1
+    last, duration = _last_frame_and_duration(total_frames, video_fps, duration)
     if duration <= max_duration:
         count = max(math.floor(duration * fps), 1)
         indices = [min(last, math.ceil(i * video_fps / fps)) for i in range(count)]
@@ -56,6 +50,21 @@ def sample_frame_indices(total_frames, video_fps, fps=2, max_duration=300, durat
     else:
         seconds = np.linspace(0, duration, int(max_duration * fps))
         indices = [min(last, math.ceil(t * video_fps)) for t in seconds]
+    return _even(indices)
+
+
+def _last_frame_and_duration(total_frames, video_fps, duration):
+    """Checked arguments of a sampler -> (index of the last frame, the clip's length in seconds).
+    `duration` defaults to the reference's estimate round((total_frames - 1) / video_fps) + 1."""
+    if total_frames <= 0:
+        raise ValueError(f"video is empty ({total_frames} frames); it needs at least one frame")
+    _check_source_rate(video_fps, total_frames, "video_fps must be the source frame rate")
+    if duration is not None:
+        _check_rate(duration, "duration must be the clip's length in seconds")
+    return total_frames - 1, duration or round((total_frames - 1) / video_fps) + 1
+
+
+def _even(indices: list[int]) -> list[int]:
     indices = list(dict.fromkeys(indices))  # drop repeats (clamped or too-close samples), keep order
     if len(indices) % 2:
         indices.append(indices[-1])  # the last temporal pair needs two frames: repeat the last one
@@ -203,13 +212,7 @@ def sample_frame_indices_by_duration(total_frames, video_fps, temporal_patch_siz
     fewer frames than the rate asks for (a clip with fewer frames than that), they are spread evenly
     over the part it covered instead, and if more, over the whole clip. Repeats are dropped and an odd
     count gets its last frame repeated, as in `sample_frame_indices`."""
-    if total_frames <= 0:
-        raise ValueError(f"video is empty ({total_frames} frames); it needs at least one frame")
-    _check_source_rate(video_fps, total_frames, "video_fps must be the source frame rate")
-    if duration is not None:
-        _check_rate(duration, "duration must be the clip's length in seconds")
-    last = total_frames - 1
-    duration = duration or round(last / video_fps) + 1
+    last, duration = _last_frame_and_duration(total_frames, video_fps, duration)
     seconds = min(duration, MAX_SECONDS)
     rate = next(rate for longest, rate in GROUP_RATES if seconds <= longest)
     wanted = min(int(seconds * rate * temporal_patch_size), MAX_FRAMES)
@@ -228,10 +231,7 @@ def sample_frame_indices_by_duration(total_frames, video_fps, temporal_patch_siz
         indices = np.linspace(start, end, wanted, dtype=int).tolist()
     elif len(indices) > wanted:
         indices = np.linspace(0, last, wanted, dtype=int).tolist()
-    indices = list(dict.fromkeys(indices))
-    if len(indices) % 2:
-        indices.append(indices[-1])
-    return indices
+    return _even(indices)
 
 
 class Glm46VVideoProcessor(Glm4vVideoProcessor):
