@@ -109,7 +109,7 @@ def test_rl_end_to_end_every_reward_can_be_audited(data, tmp_path):
 
 def test_resume_equals_an_uninterrupted_run(data, tmp_path):
     args = ["--model", str(MICRO), "--data", str(data), "--max-steps", "4", "--save-every", "2", *ARGS,
-            "--lora-rank", "2", "--loss-type", "dapo", "--beta", "0.1"]
+            "--lora-rank", "2", "--loss-type", "dapo", "--beta", "0.1", "--num-iterations", "2"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run_rl(*args, "--output-dir", str(straight))
     shutil.copytree(straight / "checkpoint-2", resumed / "checkpoint-2")
@@ -121,6 +121,7 @@ def test_resume_equals_an_uninterrupted_run(data, tmp_path):
     assert drop_time(records(resumed)) == drop_time(records(straight))[2:]
     assert records(resumed, "rollouts.jsonl") == [r for r in records(straight, "rollouts.jsonl") if r["step"] > 2]
     assert any(r["kl"] > 0 for r in records(straight)[1:])  # beta > 0 and the weights moved: a KL to the start
+    assert any(r["clip_fraction"] > 0 for r in records(straight))  # the second pass over a batch clips
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -7,6 +7,7 @@ model itself and scored by rules (rewards.py), with curriculum and dynamic sampl
     2. each process samples G completions for its share of them, scores them, and keeps its share of the
        batch among the groups whose rewards differ
     3. loss over the kept completions, gradients summed over processes, AdamW at a constant learning rate
+       (--num-iterations times on the same rollouts: after the first, the ratio moves and the clip acts)
     4. every process updates the pass rates and the expansion ratio from all groups
 
 The model, its LoRA adapters, frozen parts, checkpoints and DDP set-up are the train command's
@@ -56,6 +57,8 @@ def add_arguments(p) -> None:
     p.add_argument("--epsilon", type=float, default=0.2, help="lower clip of the ratio: 1 - epsilon")
     p.add_argument("--epsilon-high", type=float, default=0.28, help="upper clip of the ratio: 1 + epsilon-high")
     p.add_argument("--beta", type=float, default=0.0, help="weight of the k3 KL to the start model (0: none)")
+    p.add_argument("--num-iterations", type=int, default=1, help="updates per batch of rollouts (TRL's mu): "
+                   "from the second on, the ratio to the sampling policy moves and the clip acts")
     p.add_argument("--pass-at-k", type=int, default=0, metavar="K", help="before step 1, sample K completions "
                    "per prompt with the start model: pass_rates.jsonl and the curriculum's first rates")
     p.add_argument("--no-curriculum", action="store_true", help="draw prompts uniformly")
@@ -65,7 +68,7 @@ def add_arguments(p) -> None:
 
 def _check(args, world: int) -> set[str]:
     frozen = check_model_arguments(args)
-    for name in ("batch_size", "group_size", "max_new_tokens"):
+    for name in ("batch_size", "group_size", "max_new_tokens", "num_iterations"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.group_size < 2:
@@ -160,32 +163,14 @@ def rl_step(model, reference, optimizer, trainable, processor, prompts, curricul
     kept = list(range(len(mine)))[:quota] if args.no_dynamic_sampling else select_groups(rollouts.rewards, quota)
     rows = [i * G + g for i in kept for g in range(G)]
     ids, mask = rollouts.completion_ids[rows], rollouts.mask[rows]
-    sequences, tokens = sum_over_ranks(len(rows), int(mask.sum()))
-    stats = {"clip_fraction": 0.0, "kl": 0.0}
-    if rows:
-        suppress = torch.tensor(processor.tokenizer.ids_without_text(model.config.text_config.vocab_size),
-                                dtype=torch.long, device=ids.device)
-        batch = group_batch([rollouts.examples[i] for i in kept], G, processor, ids.device)
-        with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            logp = completion_logprobs(model, batch, ids, mask, suppress)
-            ref_logp = None
-            if reference is not None:
-                with torch.no_grad():
-                    ref_logp = completion_logprobs(reference, batch, ids, mask, suppress)
-        loss, stats = policy_loss(logp, logp.detach(), advantages.flatten()[rows].to(logp.device), mask,
-                                  loss_type=args.loss_type, epsilon_low=args.epsilon, epsilon_high=args.epsilon_high,
-                                  beta=args.beta, ref_logp=ref_logp, max_completion_length=args.max_new_tokens,
-                                  active_tokens=tokens)
-        (loss * rank_share(args.loss_type, len(rows), sequences, world)).backward()
-    if sequences:  # no group anywhere had signal: no update (Adam would still move the weights)
-        _all_reduce_gradients(trainable, world)
-        torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    clipped, kl = sum_over_ranks(stats["clip_fraction"] * int(mask.sum()), stats["kl"] * int(mask.sum()))
+    suppress = torch.tensor(processor.tokenizer.ids_without_text(model.config.text_config.vocab_size),
+                            dtype=torch.long, device=ids.device)
+    batch = group_batch([rollouts.examples[i] for i in kept], G, processor, ids.device) if rows else None
+    clipped, kl = _update(model, reference, optimizer, trainable, batch, ids, mask, advantages.flatten()[rows],
+                          suppress, args, world)
     groups = _gather(_summaries(rollouts, mine, advantages, kept))
-    record = {"step": step + 1, **_rewards_summary(groups), "clip_fraction": clipped / max(tokens, 1),
-              "kl": kl / max(tokens, 1), "groups": len(groups), "groups_dropped": sum(not g["used"] for g in groups),
+    record = {"step": step + 1, **_rewards_summary(groups), "clip_fraction": clipped, "kl": kl, "groups": len(groups),
+              "groups_dropped": sum(not g["used"] for g in groups),
               "expansion_ratio": expansion.ratio}
     if not args.no_curriculum:
         for g in groups:
@@ -196,6 +181,38 @@ def rl_step(model, reference, optimizer, trainable, processor, prompts, curricul
              "used": g["used"]} for j, g in enumerate(groups)
             for text, r, a in zip(g["texts"], g["rewards"], g["advantages"])]
     return record, rows
+
+
+def _update(model, reference, optimizer, trainable, batch, ids, mask, advantages, suppress, args,
+            world: int) -> tuple[float, float]:
+    """--num-iterations optimizer steps on this process's kept completions (ids, mask (B, C), advantages
+    (B,); B may be 0), gradients summed over the processes. Returns the mean clip fraction and KL."""
+    sequences, tokens = sum_over_ranks(len(ids), int(mask.sum()))
+    clipped = kl = 0.0
+    old_logp = ref_logp = None
+    for _ in range(args.num_iterations if sequences else 0):  # no group anywhere had signal: no update
+        stats = {"clip_fraction": 0.0, "kl": 0.0}
+        if len(ids):
+            with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                logp = completion_logprobs(model, batch, ids, mask, suppress)
+                if reference is not None and ref_logp is None:
+                    with torch.no_grad():
+                        ref_logp = completion_logprobs(reference, batch, ids, mask, suppress)
+            # the policy that sampled: these very weights on the first pass (ratio 1), then held fixed
+            old_logp = logp.detach() if old_logp is None else old_logp
+            loss, stats = policy_loss(logp, old_logp, advantages.to(logp.device), mask, loss_type=args.loss_type,
+                                      epsilon_low=args.epsilon, epsilon_high=args.epsilon_high, beta=args.beta,
+                                      ref_logp=ref_logp, max_completion_length=args.max_new_tokens,
+                                      active_tokens=tokens)
+            (loss * rank_share(args.loss_type, len(ids), sequences, world)).backward()
+        _all_reduce_gradients(trainable, world)
+        torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        shares = sum_over_ranks(stats["clip_fraction"] * int(mask.sum()), stats["kl"] * int(mask.sum()))
+        clipped += shares[0] / max(tokens, 1) / args.num_iterations
+        kl += shares[1] / max(tokens, 1) / args.num_iterations
+    return clipped, kl
 
 
 def pass_rates(model, processor, prompts, args, rank: int, world: int, output: Path) -> np.ndarray:
