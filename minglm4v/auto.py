@@ -12,17 +12,10 @@ any other model type is refused clearly:
 """
 
 from .base.hub import check_model_type, resolve_directory
+from .model.families import MODELS
 from .model.glm4v import Glm4vForConditionalGeneration
-from .model.glm4v_moe import Glm4vMoeForConditionalGeneration
 from .processing.processor import Glm4vProcessor
 from .processing.tokenizer import Glm4vTokenizer
-
-MODELS = {cls.config_class.model_type: cls for cls in (Glm4vForConditionalGeneration, Glm4vMoeForConditionalGeneration)}
-
-
-def load_config(directory):
-    """The config of a model directory, of the class its config.json `model_type` names."""
-    return MODELS[check_model_type(directory) or "glm4v"].config_class.from_pretrained(directory)
 
 
 class _Auto:

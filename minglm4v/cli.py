@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from .auto import MODELS, AutoModelForImageTextToText
-from .base.hub import check_model_type
+from .auto import AutoModelForImageTextToText
 from .generation.streaming import TextStreamer
 from .model.config_moe import Glm4vMoeConfig
+from .model.families import model_class as family
 from .model.glm4v import COMPONENTS, component
 from .model.moe import idle_expert_parameters
 from .model.weights import SkipRandomInit, checkpoint_files, checkpoint_tensors
@@ -191,7 +191,7 @@ def chat(args) -> int:
 # ----------------------------------------------------------------------------- info
 def info(args) -> int:
     directory = _model_dir(args.dir)
-    model_class = MODELS[check_model_type(directory) or "glm4v"]
+    model_class = family(directory)
     config = model_class.config_class.from_pretrained(directory)
     t, v = config.text_config, config.vision_config
     counts, dtypes, skipped = dict.fromkeys(COMPONENTS, 0), {}, 0

@@ -250,3 +250,14 @@ def test_train_on_a_moe_model(pair, tmp_path, moe_cases, extra):
     assert (ours - original).abs().max() > 1e-3  # training changed the model
     expert = "model.language_model.layers.2.mlp.experts.0.up_proj.weight"
     assert not torch.equal(stored[expert], load_file(directory / "model.safetensors")[expert])  # experts trained
+
+
+def test_check_compares_every_component_with_transformers(pair, capsys):
+    """`python -m minglm4v check DIR` on a GLM-4.5V checkpoint: both libraries' GLM-4.5V classes, stage by stage."""
+    from minglm4v import cli
+    _, _, directory = pair
+    assert cli.main(["check", str(directory)]) == 0
+    out = capsys.readouterr().out
+    for name in ("model.visual.merger", "model.language_model.layers.0", "model.language_model.layers.2", "lm_head"):
+        assert f"\n{name} " in out
+    assert out.rstrip().endswith("-> OK")

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 
 from ..model.config import Glm4vConfig
-from ..model.glm4v import Glm4vForConditionalGeneration
+from ..model.families import model_class
 from ..model.rope import image_tokens, token_types
 from ..processing import special_tokens as st
 
@@ -136,14 +136,15 @@ def compare_checkpoint(directory, dtype=None, device="cpu", inputs=None, names=N
         raise ImportError("the comparison runs transformers, which is not installed: "
                           "pip install transformers") from None
     # one model at a time, so that checking the 9B model needs the memory of one copy, not two
-    model = Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype, device_map=device)
+    model = model_class(directory).from_pretrained(directory, dtype=dtype, device_map=device)  # 4.1V or 4.5V
     dtype = next(model.parameters()).dtype
     inputs = make_check_inputs(model.config) if inputs is None else inputs
     inputs = {k: x.to(device) for k, x in inputs.items() if isinstance(x, torch.Tensor)}
     names = component_names(model.config) if names is None else names
     ours = component_outputs(model, names, inputs)
+    reference = getattr(transformers, type(model).__name__)  # transformers' class of the same name
     del model
-    model = transformers.Glm4vForConditionalGeneration.from_pretrained(directory, dtype=dtype).to(device).eval()
+    model = reference.from_pretrained(directory, dtype=dtype).to(device).eval()
     theirs = component_outputs(model, names, inputs)
     del model
     return differences(ours, theirs), LogitsCheck.of(ours, theirs, dtype)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..auto import load_config
+from ..model.families import load_config
 from . import fsdp, lora
 
 STATE, SHARDED = "training_state.pt", "sharded"

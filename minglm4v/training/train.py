@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule
 from tqdm import tqdm
 
-from ..auto import AutoModelForImageTextToText, load_config
+from ..model.families import load_config, model_class
 from ..model.glm4v import Glm4vForConditionalGeneration, component
 from ..model.glm4v_moe import Glm4vMoeForConditionalGeneration
 from ..processing.processor import Glm4vProcessor
@@ -134,7 +134,7 @@ def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGenerati
     master weights the optimizer updates), and autocast runs the matrix products in bf16."""
     # why the stored dtype under --bf16: the real model is stored in bf16, and loading it in fp32 first
     # would need the very memory (36 GB for the 9B) that a bf16 frozen base saves
-    model = AutoModelForImageTextToText.from_pretrained(  # GLM-4.1V or GLM-4.5V, by config.json
+    model = model_class(args.model).from_pretrained(  # GLM-4.1V or GLM-4.5V, by config.json
         args.model, dtype=None if args.bf16 else torch.float32, device_map=device).train()
     if args.router_aux_loss and not isinstance(model, Glm4vMoeForConditionalGeneration):
         raise ValueError(f"--router-aux-loss needs a mixture-of-experts model (glm4v_moe); {args.model} is a "
