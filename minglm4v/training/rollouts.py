@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..generation.decoding import generate
 from ..processing import special_tokens as st
@@ -74,6 +75,12 @@ def _parse(path: Path, number: int, text: str) -> RLPrompt:
     with_reply = {**record, "messages": [*messages, {"role": "assistant", "content": answer}]} if isinstance(
         messages, list) else record
     conversation = parse_line(path, number, json.dumps(with_reply))
+    for image in conversation.images:  # now, not when the prompt is first drawn, maybe hours into a run
+        try:
+            with Image.open(image) as picture:
+                picture.verify()
+        except (OSError, SyntaxError) as error:
+            raise DataError(path, number, f"cannot read image {image}: {error}") from None
     return RLPrompt(conversation, answer, verifier, answer_type)
 
 
