@@ -98,6 +98,8 @@ def _rl(args, frozen, rank, world, device) -> int:
     refuse_to_overwrite(output, args.resume)
     processor = Glm4vProcessor.from_pretrained(args.model)
     prompts = read_prompts(args.data)
+    if len(prompts) < world:
+        raise ValueError(f"{args.data} holds {len(prompts)} prompt(s) for {world} processes; each needs one")
     model = prepare_model(args, frozen, device)
     reference = None
     if args.beta:  # the start model, fixed: what the KL term keeps the policy near
