@@ -1,4 +1,4 @@
-"""The command line: `python -m minglm4v chat | info | check | train | rl | eval-shapes` (also installed as `minglm4v`).
+"""The command line: `python -m minglm4v chat | info | check | train | rl | plan | eval-shapes` (or `minglm4v`).
 
     chat  [--model DIR] [--image PATH ...|--video PATH] QUESTION   stream the model's reply; the
           thinking (<think>...</think>) is shown only with --show-thinking, the answer always
@@ -7,6 +7,8 @@
                  largest difference after every component (compare.py; the tool for real 9B weights)
     train --model DIR --data FILE.jsonl --output-dir OUT   fine-tune (see minglm4v/training/train.py)
     rl    --model DIR --data FILE.jsonl --output-dir OUT   reinforce with rewards (minglm4v/training/rl.py)
+    plan  --preset glm41v-9b | --model DIR [--lora-rank R --bf16 --fsdp N ...]   the memory a training
+          run needs per GPU (minglm4v/training/plan.py)
     eval-shapes [DIR] [--renderer shapes|varied|other]   accuracy per question kind on fresh shapes-world
                  pictures (minglm4v.study.shapes_eval)
 
@@ -38,7 +40,7 @@ from .processing.video import load_video
 from .study.compare import compare_checkpoint, table
 from .study.shapes_eval import EVAL_SEED, RENDERERS
 from .study.shapes_eval import main as eval_shapes
-from .training import rl, train
+from .training import plan, rl, train
 
 
 class CliError(Exception):
@@ -267,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="summarise a model directory").add_argument("dir")
     train.add_arguments(sub.add_parser("train", help="fine-tune on JSON Lines conversations (full or LoRA)"))
     rl.add_arguments(sub.add_parser("rl", help="reinforce with rule-based rewards (GRPO) on prompts with answers"))
+    plan.add_arguments(sub.add_parser("plan", help="the memory a training run needs per GPU, before it runs"))
     k = sub.add_parser("check", help="compare minglm4v with transformers on a checkpoint")
     k.add_argument("dir")
     e = sub.add_parser("eval-shapes", help="score a model on fresh pictures of the shapes world")
@@ -288,7 +291,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "eval-shapes":
             return eval_shapes(_model_dir(args.dir), args.pictures, args.seed, renderer=args.renderer)
-        return {"chat": chat, "info": info, "check": check, "train": train.run, "rl": rl.run}[args.command](args)
+        return {"chat": chat, "info": info, "check": check, "train": train.run, "rl": rl.run,
+                "plan": plan.run}[args.command](args)
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, and keep Python's exit flush quiet too
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -33,6 +33,8 @@ def save_model(model, directory: Path, base: Path, state: dict | None = None) ->
     tokenizer/processor files, and with LoRA the adapter alone in `directory/adapter`. `state`: the
     model's tensors when `model` holds only shards of them (fsdp.full_state_dict)."""
     dtype = getattr(torch, load_config(base).dtype)
+    # why on the CPU: the merged copies of the adapted matrices would not fit beside the model on its GPU
+    state = {k: t.detach().cpu() for k, t in (model.state_dict() if state is None else state).items()}
     merged = lora.merged_state_dict(model, state)
     model.save_pretrained(directory, state_dict={  # a GLM-4.5V router stays fp32
         k: t.to(dtype) if t.is_floating_point() and not k.endswith(model.fp32_keys) else t for k, t in merged.items()})

@@ -116,7 +116,9 @@ def merged_state_dict(model: nn.Module, state: dict[str, torch.Tensor] | None = 
         if owner != path and owner in layers:
             if leaf == "weight" and not layers[owner].merged:
                 a, b = state[f"{owner}.lora_A.weight"], state[f"{owner}.lora_B.weight"]
-                tensor = tensor + (b @ a).detach() * layers[owner].scaling  # delta_weight, from `state`
+                # delta_weight, from `state`; why back to the base's dtype at once: a bf16 base plus an
+                # fp32 update would otherwise hold every merged matrix in fp32 (36 GB for the 9B)
+                tensor = (tensor + (b @ a).detach() * layers[owner].scaling).to(tensor.dtype)
             key = f"{owner}.{leaf}"
         merged[key] = tensor
     return merged

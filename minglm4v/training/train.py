@@ -129,9 +129,7 @@ def check_model_arguments(args) -> set[str]:
 
 
 def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGeneration:
-    """Load, then freeze parts or wrap the unfrozen parts' linear layers in LoRA. Without --bf16 every
-    weight is fp32; with it the frozen weights are kept in bf16 and the trainable ones in fp32 (the
-    master weights the optimizer updates), and autocast runs the matrix products in bf16."""
+    """Load, then `configure`; gradient checkpointing and compiling as asked."""
     # why the stored dtype under --bf16: the real model is stored in bf16, and loading it in fp32 first
     # would need the very memory (36 GB for the 9B) that a bf16 frozen base saves
     model = model_class(args.model).from_pretrained(  # GLM-4.1V or GLM-4.5V, by config.json
@@ -139,6 +137,19 @@ def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGenerati
     if args.router_aux_loss and not isinstance(model, Glm4vMoeForConditionalGeneration):
         raise ValueError(f"--router-aux-loss needs a mixture-of-experts model (glm4v_moe); {args.model} is a "
                          f"{model.config.model_type} model without routers")
+    configure(model, args, frozen)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if args.compile:
+        compile_blocks(model)
+    return model
+
+
+def configure(model, args, frozen: set[str]) -> None:
+    """Freeze parts or wrap the unfrozen parts' linear layers in LoRA, then set the dtypes: without
+    --bf16 every weight is fp32; with it the frozen weights are kept in bf16 and the trainable ones in
+    fp32 (the master weights the optimizer updates), and autocast runs the matrix products in bf16.
+    (`plan` calls it on a model on the meta device.)"""
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(PARTS[component(name)] not in frozen)
     if args.lora_rank:
@@ -150,11 +161,6 @@ def prepare_model(args, frozen: set[str], device) -> Glm4vForConditionalGenerati
     for name, parameter in model.named_parameters():  # a router stays fp32: bf16 scores would tie
         keep = parameter.requires_grad or not args.bf16 or name.endswith(model.fp32_keys)
         parameter.data = parameter.data.to(torch.float32 if keep else torch.bfloat16)
-    if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    if args.compile:
-        compile_blocks(model)
-    return model
 
 
 def compile_blocks(model: Glm4vForConditionalGeneration) -> None:
