@@ -52,6 +52,14 @@ def pair(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """One transformers-written checkpoint (normalised routing), for the slower tests that need only one."""
+    directory = tmp_path_factory.mktemp("moe-train")
+    write_transformers_checkpoint(moe_tiny(), directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
 def moe_cases():
     return FIXTURE_SCRIPT.cases(torch.Generator().manual_seed(0))
 
@@ -213,43 +221,75 @@ def test_router_aux_loss_equals_transformers(pair, moe_cases):
     assert_close(got.loss, plain.loss + coef * got.aux_loss, **TOL) and plain.aux_loss is None
 
 
-@pytest.mark.parametrize("extra", [["--freeze", "vision,merger"],
-                                   ["--lora-rank", "4", "--freeze", "none", "--bf16", "--router-aux-loss"]])
-def test_train_on_a_moe_model(pair, tmp_path, moe_cases, extra):
-    """`minglm4v train` on GLM-4.5V's architecture, full and LoRA (experts and shared experts included);
-    the output loads in transformers with equal logits, its router stored in fp32."""
-    import json
+def training_dir(directory, tmp_path):
+    """A model directory `minglm4v train` takes: the checkpoint, the fixture tokenizer, both processors; and
+    4 one-picture conversations."""
     import shutil
 
     from helpers import REPO
-    from sft_helpers import run_train, write_dataset
-    from transformers import Glm4vMoeForConditionalGeneration as HFModel
+    from sft_helpers import write_dataset
 
     from minglm4v.processing.image import Glm4vImageProcessor
     from minglm4v.processing.video import Glm4vVideoProcessor
-    _, hf, directory = pair
     base = tmp_path / "base"
     shutil.copytree(directory, base)
     for path in (REPO / "data" / "tokenizer").iterdir():
         shutil.copy(path, base / path.name)
     Glm4vImageProcessor().save_pretrained(base)
     Glm4vVideoProcessor().save_pretrained(base)
-    data = write_dataset(tmp_path / "data", 4)
+    return base, write_dataset(tmp_path / "data", 4)
+
+
+def train_log(directory, key="loss"):
+    import json
+    return torch.tensor([r[key] for r in map(json.loads, (directory / "train_log.jsonl").read_text().splitlines())
+                         if key in r])
+
+
+@pytest.mark.parametrize("extra", [["--freeze", "vision,merger"],
+                                   ["--lora-rank", "4", "--freeze", "none", "--bf16", "--router-aux-loss"]])
+def test_train_on_a_moe_model(checkpoint, tmp_path, moe_cases, extra):
+    """`minglm4v train` on GLM-4.5V's architecture, full and LoRA (experts and shared experts included);
+    the output loads in transformers with equal logits, its router stored in fp32."""
+    from sft_helpers import run_train
+    from transformers import Glm4vMoeForConditionalGeneration as HFModel
+    directory = checkpoint
+    base, data = training_dir(directory, tmp_path)
     run_train("--model", str(base), "--data", str(data), "--output-dir", str(tmp_path / "out"), "--max-steps", "2",
               "--batch-size", "2", "--lr", "1e-2", *extra)
-    log = [json.loads(line) for line in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
-    assert len(log) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    losses = train_log(tmp_path / "out")
+    assert len(losses) == 2 and bool(losses.isfinite().all())
     stored = load_file(tmp_path / "out" / "model.safetensors")
     assert stored["model.language_model.layers.1.mlp.gate.weight"].dtype == torch.float32
     inputs = model_inputs(moe_cases["image"])
     with torch.no_grad():
         ours = AutoModelForImageTextToText.from_pretrained(tmp_path / "out")(**inputs).logits
         theirs = HFModel.from_pretrained(tmp_path / "out").eval()(**inputs).logits
-        original = hf(**inputs).logits
+        original = HFModel.from_pretrained(directory).eval()(**inputs).logits
     assert_close(ours, theirs, **TOL)
     assert (ours - original).abs().max() > 1e-3  # training changed the model
     expert = "model.language_model.layers.2.mlp.experts.0.up_proj.weight"
     assert not torch.equal(stored[expert], load_file(directory / "model.safetensors")[expert])  # experts trained
+
+
+@pytest.mark.parametrize("parallel", [[], ["--fsdp"]])
+def test_two_processes_train_a_moe_model_like_one(checkpoint, tmp_path, parallel):
+    """DDP and FSDP need a gradient for every parameter on every rank, also for experts no token of the
+    rank chose (dispatch runs them on no rows in training): 2 processes x 2 conversations = 1 x 4."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import REPO
+    from sft_helpers import run_train
+    base, data = training_dir(checkpoint, tmp_path)
+    args = ["--model", str(base), "--data", str(data), "--max-steps", "2", "--lr", "1e-3", "--freeze", "none"]
+    run_train(*args, "--output-dir", str(tmp_path / "one"), "--batch-size", "4")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                    "minglm4v", "train", *args, "--output-dir", str(tmp_path / "two"), "--batch-size", "2",
+                    *parallel], env=env, check=True, capture_output=True, timeout=180)
+    assert_close(train_log(tmp_path / "two"), train_log(tmp_path / "one"), rtol=1e-4, atol=0)
 
 
 def test_check_compares_every_component_with_transformers(pair, capsys):

@@ -150,3 +150,18 @@ def test_load_balancing_loss_equals_transformers(masked):
     assert_close(got, load_balancing_loss_func(tuple(layers), 8, 3, mask), rtol=1e-6, atol=1e-6)
     even = load_balancing_loss([torch.zeros(4, 8)], 2)  # every expert equally likely: the loss is k
     assert_close(even, torch.tensor(2.0))
+
+
+def test_in_training_every_expert_gets_a_gradient():
+    """An expert nobody chose still gets a (zero) gradient, as data-parallel training needs."""
+    cfg = moe_config()
+    moe = randomized(cfg)
+    x = torch.randn(2, cfg.hidden_size, requires_grad=True)
+    moe(x[None]).sum().backward()
+    _, _, experts = moe.gate(x)
+    idle = set(range(cfg.n_routed_experts)) - set(experts.flatten().tolist())
+    assert idle  # 2 tokens x 3 experts leave some of the 8 unchosen
+    for i in idle:
+        assert torch.equal(moe.experts[i].up_proj.weight.grad, torch.zeros_like(moe.experts[i].up_proj.weight))
+    assert all(p.grad is not None for p in moe.parameters())
+

@@ -74,7 +74,9 @@ def dispatch(x: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor, modu
     flat_weights = rearrange(weights, "n k -> (n k)")
     out = x.new_zeros(len(pairs), x.shape[1], dtype=torch.promote_types(x.dtype, weights.dtype))  # (N k, D)
     for expert, run in zip(modules, pairs.split(counts), strict=True):
-        if len(run):  # an expert no token chose does not run
+        # an expert no token chose does not run; in training it runs on no rows, which gives its weights a
+        # zero gradient: data-parallel training (DDP, FSDP) needs every parameter to get one on every rank
+        if len(run) or torch.is_grad_enabled():
             out[run] = expert(x[run // k]) * flat_weights[run, None]
     return rearrange(out, "(n k) d -> n k d", k=k).sum(1).to(x.dtype)
 
