@@ -148,10 +148,13 @@ def test_two_gloo_processes_share_the_prompts(data, tmp_path):
     assert (tmp_path / "model.safetensors").is_file()
     one = tmp_path / "one.jsonl"
     one.write_text(data.read_text().splitlines()[0].replace("disc0.png", str(data.parent / "disc0.png")) + "\n")
-    failed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "minglm4v", "rl", "--model", str(MICRO), "--data", str(one), "--output-dir",
-                             str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
-    assert failed.returncode != 0 and "holds 1 prompt(s) for 2 processes" in failed.stderr
+    for extra, message in (([], "holds 1 prompt(s) for 2 processes"),
+                           (["--batch-size", "3"], "--batch-size 3 must be a multiple of the 2 processes")):
+        failed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                 "2", "-m", "minglm4v", "rl", "--model", str(MICRO), "--data", str(one),
+                                 "--output-dir", str(tmp_path / "out"), *extra], env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert failed.returncode != 0 and message in failed.stderr
 
 
 # ----------------------------------------------------------------------------- rollouts
