@@ -20,9 +20,17 @@ from safetensors.torch import load_file
 from minglm4v import Glm4vForConditionalGeneration, Glm4vProcessor, cli
 from minglm4v.processing import special_tokens as st
 from minglm4v.training import rl
-from minglm4v.training.grpo import group_advantages
+from minglm4v.training.grpo import completion_logprobs, group_advantages
 from minglm4v.training.rewards import reward
-from minglm4v.training.rollouts import Curriculum, Expansion, read_prompts, sample_groups, select_groups
+from minglm4v.training.rollouts import (
+    Curriculum,
+    Expansion,
+    group_batch,
+    prompt_example,
+    read_prompts,
+    sample_groups,
+    select_groups,
+)
 
 FILLS = {"red": (205, 45, 35), "blue": (35, 75, 205), "green": (45, 160, 70)}  # shades the micro model never saw
 
@@ -168,6 +176,37 @@ def test_rows_without_text_are_never_sampled(micro, data):
     rollouts = sample_groups(loud, processor, prompts, 4, 16, 12, torch.Generator().manual_seed(0))
     assert int(rollouts.completion_ids.max()) < len(processor.tokenizer)
     assert len(rollouts.texts) == 8
+
+
+def test_the_loss_forward_sees_what_generation_saw(micro, tmp_path):
+    """Prompts of different lengths (left padding) and completions of different lengths (right padding) in
+    one batch: at every completion token, the forward that scores it (grpo.completion_logprobs' inputs)
+    ranks first the very token greedy generation chose there."""
+    model, processor = micro
+    lines = []
+    for i, (size, question) in enumerate([(224, "How many shapes are there?"), (112, "Where is the red circle?"),
+                                          (168, "Is there a blue square in this picture?")]):
+        image = Image.new("RGB", (size, size), "white")
+        ImageDraw.Draw(image).ellipse([10, 10, 10 + size // 3, 10 + size // 3], fill=FILLS["red"])
+        image.save(tmp_path / f"v{i}.png")
+        lines.append({"messages": [{"role": "user", "content": f"<image>{question}"}], "images": [f"v{i}.png"],
+                      "answer": "1"})
+    (tmp_path / "v.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    batch = group_batch([prompt_example(p, processor) for p in read_prompts(tmp_path / "v.jsonl")], 1, processor, "cpu")
+    assert len(set(batch["attention_mask"].sum(1).tolist())) > 1  # the prompts are padded
+    completion = model.generate(**batch, max_new_tokens=48)[:, batch["input_ids"].shape[1]:]
+    ends = torch.isin(completion, torch.tensor(model.config.text_config.eos_token_id))
+    mask = (torch.arange(completion.shape[1]) <= ends.int().argmax(1)[:, None]).long()
+    assert len(set(mask.sum(1).tolist())) > 1  # so are the completions
+    with torch.no_grad():
+        logp = completion_logprobs(model, batch, completion, mask)
+        logits = model(torch.cat([batch["input_ids"], completion], 1),
+                       attention_mask=torch.cat([batch["attention_mask"], mask], 1),
+                       mm_token_type_ids=torch.cat([batch["mm_token_type_ids"], torch.zeros_like(completion)], 1),
+                       pixel_values=batch["pixel_values"], image_grid_thw=batch["image_grid_thw"],
+                       logits_to_keep=completion.shape[1] + 1).logits[:, :-1]
+    assert bool(((logits.argmax(-1) == completion) | (mask == 0)).all())
+    torch.testing.assert_close(logp, logits.log_softmax(-1).gather(-1, completion[..., None])[..., 0])
 
 
 def test_forced_answer_tokens_carry_no_loss(micro, data):

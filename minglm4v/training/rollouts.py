@@ -106,7 +106,7 @@ def sample_groups(model, processor, prompts: list[RLPrompt], group_size: int, ma
     `thinking_budget` tokens is made to answer (`</think><answer>` forced, as the paper does on
     truncation); the forced tokens carry no loss, since the policy did not choose them."""
     tokenizer, device = processor.tokenizer, next(model.parameters()).device
-    examples = [_example(p, processor) for p in prompts]
+    examples = [prompt_example(p, processor) for p in prompts]
     batch = group_batch(examples, group_size, processor, device)
     end_ids = tokenizer.convert_tokens_to_ids([st.END_THINK, st.ANSWER])
     out = generate(model, **batch, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0,
@@ -136,7 +136,7 @@ def group_batch(examples: list[dict], group_size: int, processor, device) -> dic
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _example(prompt: RLPrompt, processor) -> dict:
+def prompt_example(prompt: RLPrompt, processor) -> dict:
     """One prompt as data.collate takes it (ids as a list, no labels)."""
     inputs = encode_prompt(prompt.conversation, processor)
     media = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
