@@ -96,3 +96,12 @@ def test_saved_adapter_loads_in_peft_and_in_minglm4v(adapted, ours_tiny, inputs,
     reloaded = copy.deepcopy(ours_tiny)
     lora.load_adapter(reloaded, tmp_path)
     assert torch.equal(_logits(reloaded, inputs), expected)
+
+
+def test_a_damaged_adapter_file_is_named(adapted, ours_tiny, tmp_path):
+    """load_adapter reads with the package's one safetensors reader, which refuses a truncated file by name."""
+    lora.save_adapter(adapted, tmp_path)
+    weights = tmp_path / lora.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(OSError, match=rf"{weights} is not a readable safetensors file .*; it is damaged or truncated"):
+        lora.load_adapter(copy.deepcopy(ours_tiny), tmp_path)

@@ -176,10 +176,14 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     # rope delta = max prompt position + 1 - real tokens, so step k's position is real length + delta + k
     first = attention_mask.sum(dim=-1, keepdim=True) + out.rope_deltas.to(device)  # (B, 1)
     positions = first + torch.arange(max_new_tokens, device=device)  # (B, new): text, so t = h = w
-    cos, sin, mask = model.language_model.attention_inputs(
-        positions[None].expand(3, -1, -1), F.pad(attention_mask, (0, max_new_tokens), value=1), L, logits.dtype)
-    if bool(attention_mask.all()):
-        mask = None  # nothing padded: a single query may see every key, as SDPA does without a mask
+    positions, decoder = positions[None].expand(3, -1, -1), model.language_model
+    if bool(attention_mask.all()):  # nothing padded: the tables alone, as a single query may see every key
+        cos, sin, mask = decoder.attention_inputs(positions, dtype=logits.dtype)
+    else:
+        keys = F.pad(attention_mask, (0, max_new_tokens), value=1)  # prompt padding, then the new tokens
+        cos, sin, mask = decoder.attention_inputs(positions, keys, past=L, dtype=logits.dtype)
+    cos, sin = cos.split(1, dim=2), sin.split(1, dim=2)  # step k's row (B, 1, 1, head_dim), as views
+    rows = [None] * max_new_tokens if mask is None else mask.split(1, dim=2)  # (B, 1, 1, L + new)
     step_fn = torch.compile(decode_step, dynamic=True) if compile else decode_step
     tokens, finished = [input_ids], torch.zeros(B, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
@@ -197,9 +201,8 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
         finished |= torch.isin(token, eos)
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
-        keys = L + step + 1  # prompt, the tokens already fed back, and this one
-        logits = step_fn(model, token, cos[:, :, step:step + 1], sin[:, :, step:step + 1],
-                         None if mask is None else mask[:, :, step:step + 1, :keys], cache)
+        row = rows[step] if rows[step] is None else rows[step][..., :L + step + 1]  # the keys that exist now
+        logits = step_fn(model, token, cos[step], sin[step], row, cache)
     if streamer is not None:
         streamer.end()
     with torch.inference_mode(False):  # the result is an ordinary tensor: the caller may write into it

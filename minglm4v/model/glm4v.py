@@ -21,7 +21,6 @@ from ..generation import decoding
 from . import rope
 from .config import Glm4vConfig
 from .decoder import Glm4vTextModel
-from .layers import Linear
 from .vision import Glm4vVisionModel
 from .weights import PretrainedMixin
 
@@ -55,7 +54,7 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
                             f"{type(config).__name__}; AutoModelForImageTextToText.from_config picks the class")
         self.config = config
         self.model = Glm4vModel(config, self.text_model_class)
-        self.lm_head = Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
 
     # the decoding loop lives in generation/decoding.py and drives the decoder through its seam
     # (language_model.attention_inputs and .step); bound here so that model.generate(**inputs, ...) works

@@ -2,8 +2,6 @@
 
 * `RMSNorm` — transformers' `Glm4vRMSNorm`: normalise in fp32, cast back, *then* scale by the weight
   (the order matters for bit-exact bf16).
-* `Linear` — `nn.Linear`, but a single bf16/fp16 row (decoding one token at batch 1) is a
-  matrix-vector product.
 * `SwiGLU` — `down(silu(gate(x)) * up(x))` with separate `gate_proj` / `up_proj` / `down_proj`, no
   biases; transformers' `Glm4VisionMlp`, and the tail of `Glm4vVisionPatchMerger`.
 Shapes: (..., dim) -> (..., dim).
@@ -21,27 +19,20 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # written out, not F.rms_norm: on CPU its composite adds casts and copies around the same math,
-        # which made a small model's decode step ~8% slower; same kernels as GLM, so bit for bit.
-        # why the dtype tests: x.float() and .to(x.dtype) on fp32 are no-ops that still go through the
-        # dispatcher, 34 of the ~290 operators of a 1M model's decode step
-        xf = x if x.dtype == torch.float32 else x.float()
+        # written out as transformers' Glm4vRMSNorm, operation for operation: bf16 results are bit for bit its
+        xf = cast(x, torch.float32)
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * (normed if normed.dtype == x.dtype else normed.to(x.dtype))
+        return self.weight * cast(normed, x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
-class Linear(nn.Linear):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32 or x.shape[:-1].numel() != 1:
-            return super().forward(x)
-        # why: on CPU, one bf16 row through nn.Linear's matrix-matrix path takes up to 2x as long as a
-        # matrix-vector product (fp32: the same), and a batch-1 decode step is nothing but such rows
-        row = x.reshape(-1)  # a view whenever the row is contiguous, which a decode step's rows are
-        y = torch.addmv(self.bias, self.weight, row) if self.bias is not None else self.weight @ row
-        return y.view(*x.shape[:-1], -1)
+def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`x.to(dtype)`, skipped when x already has that dtype. Why: such a `.to` changes nothing but still
+    goes through the dispatcher; RMSNorm's two casts in fp32 were 34 of the ~300 operators of a decode
+    step of benchmarks/bench_generate.py's 1M model (it counts them), each a few microseconds."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 class SwiGLU(nn.Module):

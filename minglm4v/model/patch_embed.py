@@ -1,8 +1,8 @@
 """Patch embedding of the vision tower: pixels -> one vector per 14x14x2 patch, plus absolute positions.
 
 * `PatchEmbed` (transformers' `Glm4vVisionPatchEmbed`): a Conv3d whose kernel equals its stride, so
-  it is exactly a Linear on the flattened 1176-vector (C=3, T=2, P=14, P=14) of each pixel_values row:
-  (N, 1176) -> (N, hidden).
+  it is exactly a Linear on the flattened 1176-vector (C=3, T=2, P=14, P=14) of each pixel_values row
+  (why it is still called as a convolution: `merger.Downsample`): (N, 1176) -> (N, hidden).
 * `PositionEmbedding` (transformers' `Glm4vVisionEmbeddings`): a learned table for a 24x24 patch
   grid (336 px at 14 px/patch) that is bicubically resized to every image's own H x W patch grid and
   added to its patches: (N, hidden) + grid_thw (images, 3) -> (N, hidden).

@@ -89,7 +89,8 @@ def apply_mrope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     """x (B, heads, L, head_dim), cos/sin (B, 1, L, head_dim) from mrope_cos_sin: rotate pairs (2j, 2j+1),
     (x1, x2) -> (x1 cos a - x2 sin a, x2 cos a + x1 sin a), i.e. x * cos + swapped pairs * signed sin
     (bit for bit: the pass-through dims compute x * 1 + y * 0 = x)."""
-    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x2, x1) in every pair
+    pairs = rearrange(x, "... (j two) -> ... j two", two=2)
+    swapped = rearrange(pairs.flip(-1), "... j two -> ... (j two)")  # (x2, x1) in every pair
     # why interleaved: the HF checkpoint permuted q/k rows for GPT-J pairs; rotate-half here breaks images
     return x * cos + swapped * sin
 

@@ -174,9 +174,11 @@ class SkipRandomInit(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def read_tensors(files: list[Path], dtypes: dict[str, torch.dtype], device: torch.device) -> dict[str, torch.Tensor]:
-    """The tensors named in `dtypes` of the (already checked) safetensors `files`, each in its dtype there,
-    on `device`; the files' other tensors are not read.
+def read_tensors(files: list[Path], dtypes: dict[str, torch.dtype | None],
+                 device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors named in `dtypes` of the (already checked: `checkpoint_tensors`) safetensors `files`, each
+    in its dtype there (None: as stored), on `device`; the files' other tensors are not read. minglm4v's one
+    safetensors reader: checkpoints and LoRA adapters.
 
     Each file is memory-mapped. A tensor kept in its stored dtype on the CPU is a view of the map:
     nothing is read or copied now; the OS pages it in when it is first used (and can drop it again, the
@@ -195,13 +197,14 @@ def read_tensors(files: list[Path], dtypes: dict[str, torch.dtype], device: torc
         for name, entry in header.items():
             if name not in dtypes:
                 continue
-            dtype, stored, (begin, end) = dtypes[name], _FLOAT_DTYPES[entry["dtype"]], entry["data_offsets"]
+            stored, (begin, end) = _FLOAT_DTYPES[entry["dtype"]], entry["data_offsets"]
+            target = dtypes[name] or stored
             count = (end - begin) // stored.itemsize
-            if stored == dtype and device.type == "cpu":
+            if stored == target and device.type == "cpu":
                 tensors[name] = (torch.frombuffer(mapped, dtype=stored, count=count, offset=start + begin)
                                  if count else torch.empty(0, dtype=stored)).view(entry["shape"])
                 continue
-            out = _empty(entry["shape"], dtype, device)
+            out = _empty(entry["shape"], target, device)
             for i in range(0, count, CHUNK):
                 offset, n = start + begin + i * stored.itemsize, min(CHUNK, count - i)
                 out.view(-1)[i:i + n] = torch.frombuffer(mapped, dtype=stored, count=n, offset=offset)

@@ -18,8 +18,10 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
+
+from ..model.weights import checkpoint_tensors, read_tensors
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
@@ -148,7 +150,9 @@ def load_adapter(model: nn.Module, directory) -> None:
     targets = config["target_modules"]  # full paths (ours) or name endings (PEFT's own adapters)
     targets = select_targets(model, targets if isinstance(targets, str) else ",".join(targets))
     inject(model, targets, config["r"], config["lora_alpha"], config["lora_dropout"])
-    weights = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(directory / WEIGHTS).items()}
+    files = [directory / WEIGHTS]
+    stored = dict.fromkeys(checkpoint_tensors(files))  # every tensor, as stored; a damaged file is refused by name
+    weights = {k.removeprefix(PEFT_PREFIX): v for k, v in read_tensors(files, stored, torch.device("cpu")).items()}
     expected = {f"{p}.{n}.weight" for p in targets for n in ("lora_A", "lora_B")}
     if set(weights) != expected:
         raise ValueError(f"{directory / WEIGHTS} does not match its config: missing "
