@@ -24,7 +24,6 @@ import os
 import subprocess
 import sys
 import time
-from argparse import Namespace
 from pathlib import Path
 
 import torch
@@ -146,7 +145,7 @@ def bandwidth(device) -> float:
     return 2 * source.numel() / timed(lambda: target.copy_(source), device)
 
 
-def training_step(model, config, options, batch: int, seq: int, device, world: int = 1):
+def training_step(model, config, batch: int, seq: int, device, world: int = 1):
     """Two steps as `train` takes them (the second with the optimizer state in place); (loss, peak bytes)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5)
@@ -155,24 +154,19 @@ def training_step(model, config, options, batch: int, seq: int, device, world: i
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for _ in range(2):
-        loss, _ = train.train_step(model, [batch], world, options.bf16, device)
+        loss, _ = train.train_step(model, [batch], world, True, device)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return loss, peak(device)
 
 
-def options(lora_rank: int) -> Namespace:
-    return Namespace(lora_rank=lora_rank, lora_alpha=None, lora_dropout=0.0, lora_targets="all-linear", seed=0,
-                     bf16=True)
-
-
 def lora(size, device) -> list:
     config, seq = size["config"], size["seq"]
     model = random_model(config, device).train()
-    train.configure(model, options(8), plan.DEFAULT_FREEZE)
+    train.configure(model, plan.train_options(8, True), plan.FROZEN)
     model.gradient_checkpointing_enable()
-    loss, measured = training_step(model, config, options(8), 1, seq, device)
+    loss, measured = training_step(model, config, 1, seq, device)
     planned = plan.estimate(config, 8, True, True, 1, seq)["per GPU"]
     return row(f"LoRA r8 step, 1 GPU, 1 x {seq}", loss, measured, planned)
 
@@ -207,11 +201,11 @@ def fsdp_worker(dry: bool) -> None:
     rank_lora = 0 if plan.estimate(config, 0, True, True, 1, seq, world)["per GPU"] < budget else 8
     with torch.device("meta"):
         model = Glm4vForConditionalGeneration(config)
-    train.configure(model, options(rank_lora), plan.DEFAULT_FREEZE)
+    train.configure(model, plan.train_options(rank_lora, True), plan.FROZEN)
     fsdp.shard(model, bf16=True)
     fill_random(model.to_empty(device=device))
     model.train().gradient_checkpointing_enable()
-    loss, measured = training_step(model, config, options(rank_lora), 1, seq, device, world)
+    loss, measured = training_step(model, config, 1, seq, device, world)
     peaks = [None] * world
     torch.distributed.all_gather_object(peaks, measured)
     planned = plan.estimate(config, rank_lora, True, True, 1, seq, world)["per GPU"]

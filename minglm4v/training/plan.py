@@ -29,18 +29,20 @@ No counterpart in transformers (accelerate's `estimate-memory` counts the weight
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import torch
 
 from ..model.config import Glm4vConfig
 from ..model.config_moe import Glm4vMoeConfig
+from ..model.families import load_config
 from ..model.glm4v import Glm4vForConditionalGeneration
 from ..model.glm4v_moe import Glm4vMoeForConditionalGeneration
 from . import train
 
 GIB = 2**30
 PRESETS = {"glm41v-9b": Glm4vConfig, "glm45v": Glm4vMoeConfig.glm45v}
-DEFAULT_FREEZE = {"vision", "merger"}  # train's default --freeze
+FROZEN = set(train.DEFAULT_FREEZE.split(","))  # train's default --freeze
 
 
 def add_arguments(p) -> None:
@@ -59,7 +61,7 @@ def run(args) -> int:
     for name in ("batch_size", "seq_len", "fsdp"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    config = PRESETS[args.preset]() if args.preset else Glm4vConfig.from_pretrained(args.model)
+    config = PRESETS[args.preset]() if args.preset else load_config(Path(args.model))  # 4.1V or 4.5V
     rows = estimate(config, args.lora_rank, args.bf16, args.gradient_checkpointing, args.batch_size, args.seq_len,
                     args.fsdp)
     print(f"{args.preset or args.model}: LoRA rank {args.lora_rank or '-'}, {'bf16' if args.bf16 else 'fp32'}, "
@@ -106,10 +108,14 @@ def _meta_model(config, lora_rank: int, bf16: bool) -> Glm4vForConditionalGenera
     with torch.device("meta"):
         model = (Glm4vMoeForConditionalGeneration if isinstance(config, Glm4vMoeConfig)
                  else Glm4vForConditionalGeneration)(config)
-    options = argparse.Namespace(lora_rank=lora_rank, lora_alpha=None, lora_dropout=0.0, lora_targets="all-linear",
-                                 seed=0, bf16=bf16)
-    train.configure(model, options, DEFAULT_FREEZE)
+    train.configure(model, train_options(lora_rank, bf16), FROZEN)
     return model
+
+
+def train_options(lora_rank: int, bf16: bool) -> argparse.Namespace:
+    """What train.configure reads of `train`'s options: LoRA on all linear layers, no dropout."""
+    return argparse.Namespace(lora_rank=lora_rank, lora_alpha=None, lora_dropout=0.0, lora_targets="all-linear",
+                              seed=0, bf16=bf16)
 
 
 def _activations_per_token(config, lora_rank: int, bf16: bool) -> float:

@@ -50,6 +50,7 @@ from .data import SFTDataset, collate
 # which leaves the position table, the norms and the 2x2 downsample training when both are "frozen";
 # here every visual.* tensor belongs to one of the two (the downsample to the merger, as in `info`).
 PARTS = {"vision tower": "vision", "merger": "merger", "language model": "language", "lm_head": "language"}
+DEFAULT_FREEZE = "vision,merger"
 
 
 def add_arguments(p) -> None:
@@ -83,7 +84,7 @@ def add_model_arguments(p, data_help: str) -> None:
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations: less memory")
     p.add_argument("--compile", action="store_true", help="torch.compile each ViT block and decoder layer: "
                    "faster steps after a warm-up of about a minute")
-    p.add_argument("--freeze", default="vision,merger", metavar="PARTS", help="parts to keep fixed: any of "
+    p.add_argument("--freeze", default=DEFAULT_FREEZE, metavar="PARTS", help="parts to keep fixed: any of "
                    "vision,merger,language or none (merger = 2x2 downsample + projector, "
                    "language = decoder + lm_head; default: vision,merger)")
     p.add_argument("--lora-rank", type=int, default=0, metavar="R",
