@@ -151,3 +151,14 @@ def test_rl_questions_from_any_renderer(tmp_path):
     assert len(list((tmp_path / "images").iterdir())) == len({id(s) for s, _ in wanted})
     with pytest.raises(ValueError, match=r"kinds must be some of \['count'"):
         write_rl_questions(tmp_path, 2, seed=2, kinds=("where",))
+
+
+def test_rl_prompt_sets_are_what_the_rl_command_reads(tmp_path):
+    from minglm4v.study.shapes_eval import write_rl_questions
+    from minglm4v.training.rollouts import read_prompts
+    for path in (write_rl_dataset(tmp_path / "varied", 5, seed=1), write_rl_questions(tmp_path / "other", 3, seed=1)):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        prompts = read_prompts(path)
+        assert [p.answer for p in prompts] == [line["answer"] for line in lines]
+        assert {p.answer_type for p in prompts} <= {"exact", "grounding"}
+        assert all((p.answer_type == "grounding") == ("<|begin_of_box|>" in p.answer) for p in prompts)
