@@ -247,7 +247,8 @@ def train_log(directory, key="loss"):
 
 
 @pytest.mark.parametrize("extra", [["--freeze", "vision,merger"],
-                                   ["--lora-rank", "4", "--freeze", "none", "--bf16", "--router-aux-loss"]])
+                                   ["--lora-rank", "4", "--freeze", "none", "--bf16", "--router-aux-loss"],
+                                   ["--freeze", "none", "--bf16"]])
 def test_train_on_a_moe_model(checkpoint, tmp_path, moe_cases, extra):
     """`minglm4v train` on GLM-4.5V's architecture, full and LoRA (experts and shared experts included);
     the output loads in transformers with equal logits, its router stored in fp32."""

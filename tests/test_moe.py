@@ -103,6 +103,20 @@ def test_selection_bias_chooses_but_does_not_weigh():
     assert_close(weights, picked / picked.sum(-1, keepdim=True) * cfg.routed_scaling_factor)
 
 
+def test_the_router_stays_fp32_under_bf16_autocast():
+    """`train --bf16` runs under autocast, which would compute the router's linear in bf16: it must not."""
+    cfg = moe_config()
+    moe = randomized(cfg)
+    x = torch.randn(64, cfg.hidden_size, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = moe.gate(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under_autocast = moe.gate(x)
+    assert under_autocast[0].dtype == under_autocast[1].dtype == torch.float32
+    for a, b in zip(expected, under_autocast, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_sparse_dispatch_equals_dense_reference():
     """Every expert on every token, weighted by an (N, E) matrix that is zero where a token did not choose."""
     cfg = moe_config()

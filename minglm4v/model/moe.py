@@ -46,7 +46,10 @@ class Router(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (N, D) -> logits (N, E) fp32, weights (N, k) fp32, experts (N, k) int64."""
         c = self.cfg
-        logits = F.linear(x.float(), self.weight.float())
+        # why autocast off: under --bf16 training autocast would run this linear in bf16, and close expert
+        # scores would tie and change the choice; the router is fp32 in every mode
+        with torch.autocast(x.device.type, enabled=False):
+            logits = F.linear(x.float(), self.weight.float())
         scores = logits.sigmoid()
         choose = scores + self.e_score_correction_bias
         grouped = rearrange(choose, "n (g e) -> n g e", g=c.n_group)
