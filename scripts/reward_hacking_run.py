@@ -111,19 +111,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--pictures", type=int, default=30, help="pictures the prompts ask about")
     p.add_argument("--heldout", type=int, default=60, help="held-out pictures for the after-run accuracy")
+    p.add_argument("--verifiers", nargs="+", default=list(VERIFIERS), choices=list(VERIFIERS))
+    p.add_argument("--log", default=str(LOG), help="where the JSON log goes")
     args = p.parse_args()
     work, started = Path(args.work), time.time()
     data = write_rl_questions(work / "prompts", args.pictures, PROMPT_SEED, renderer="other", kinds=("position",))
     result = {"settings": {"steps": args.steps, "pictures": args.pictures, "heldout": args.heldout,
                            "batch": 4, "group": 8, "lr": 3e-4}}
     result["start"] = {"heldout": _position(MODEL, args.heldout)}
-    for name in VERIFIERS:
+    for name in args.verifiers:
         result[name] = summarise(train(work, name, data, args.steps), args.heldout)
         print(name, json.dumps(result[name]["heldout"]), flush=True)
     result["minutes"] = round((time.time() - started) / 60, 1)
-    LOG.parent.mkdir(parents=True, exist_ok=True)
-    LOG.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {LOG} ({result['minutes']} min)")
+    log = Path(args.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {log} ({result['minutes']} min)")
 
 
 if __name__ == "__main__":
