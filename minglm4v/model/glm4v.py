@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..base.checks import check_integer_tensor, check_prompt, is_int
@@ -149,7 +150,8 @@ class Glm4vForConditionalGeneration(PretrainedMixin, nn.Module):
             if logits_to_keep:
                 raise ValueError("labels need the logits of every position; drop logits_to_keep")
             # token i predicts label i + 1; -100 marks positions without a target
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+            predictions = rearrange(logits[:, :-1].float(), "b l v -> (b l) v")
+            loss = F.cross_entropy(predictions, rearrange(labels[:, 1:], "b l -> (b l)"), ignore_index=-100)
         return Glm4vOutput(logits=logits, loss=loss, rope_deltas=rope_deltas)
 
 
