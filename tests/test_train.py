@@ -151,9 +151,10 @@ def test_two_ddp_processes_equal_one_with_the_same_global_batch(setup, tmp_path)
 
 def _torchrun(*argv, processes=2):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                    str(processes), "-m", "minglm4v", "train", *argv], env=env, check=True, capture_output=True,
-                   timeout=180)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(processes), "-m", "minglm4v", "train", *argv], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, f"torchrun exited {done.returncode}:\n{done.stderr[-4000:]}"
 
 
 def test_two_fsdp_processes_equal_one_with_the_same_global_batch(setup, tmp_path):
