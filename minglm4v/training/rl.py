@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..auto import AutoModelForImageTextToText
+from ..model.families import model_class
 from ..processing.processor import Glm4vProcessor
 from .checkpoints import PASS_RATES, RL_LOG, ROLLOUTS, refuse_to_overwrite, resume, save_checkpoint, save_model
 from .grpo import LOSS_TYPES, completion_logprobs, group_advantages, policy_loss, rank_share
@@ -103,8 +103,8 @@ def _rl(args, frozen, rank, world, device) -> int:
     model = prepare_model(args, frozen, device)
     reference = None
     if args.beta:  # the start model, fixed: what the KL term keeps the policy near
-        reference = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.float32,
-                                                                device_map=device).eval().requires_grad_(False)
+        reference = model_class(args.model).from_pretrained(args.model, dtype=torch.float32,
+                                                            device_map=device).eval().requires_grad_(False)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
     # a constant learning rate; the scheduler only keeps the checkpoint format of the train command
