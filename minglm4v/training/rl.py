@@ -40,7 +40,7 @@ from ..processing.processor import Glm4vProcessor
 from .checkpoints import PASS_RATES, RL_LOG, ROLLOUTS, refuse_to_overwrite, resume, save_checkpoint, save_model
 from .grpo import LOSS_TYPES, completion_logprobs, group_advantages, policy_loss, rank_share
 from .rollouts import Curriculum, Expansion, group_batch, read_prompts, sample_groups, select_groups
-from .train import add_model_arguments, check_model_arguments, prepare_model, setup_distributed, sum_over_ranks
+from .train import add_model_arguments, check_model_arguments, distributed, prepare_model, sum_over_ranks
 
 
 def add_arguments(p) -> None:
@@ -85,12 +85,8 @@ def _check(args, world: int) -> set[str]:
 
 
 def run(args) -> int:
-    rank, world, device = setup_distributed(args.device)
-    try:
+    with distributed(args.device) as (rank, world, device):
         return _rl(args, _check(args, world), rank, world, device)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def _rl(args, frozen, rank, world, device) -> int:

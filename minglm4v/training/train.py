@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -248,27 +248,29 @@ def evaluate(model, dataset, processor, batch_size: int, rank: int, world: int, 
     return loss_sum / tokens
 
 
-def setup_distributed(device: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); under torchrun (WORLD_SIZE > 1) joins the process group."""
+@contextmanager
+def distributed(device: str | None):
+    """(rank, world size, device) for the `with` block; under torchrun (WORLD_SIZE > 1) joins the process
+    group, and leaves it at the end whatever happens (shared by `train` and `rl`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        yield 0, 1, torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return
     local = int(os.environ["LOCAL_RANK"])
     cuda = torch.cuda.is_available() and device != "cpu"
     dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        torch.cuda.set_device(local)
-    return dist.get_rank(), world, torch.device("cuda", local) if cuda else torch.device("cpu")
+    try:
+        if cuda:
+            torch.cuda.set_device(local)
+        yield dist.get_rank(), world, torch.device("cuda", local) if cuda else torch.device("cpu")
+    finally:
+        dist.destroy_process_group()
 
 
 def run(args) -> int:
     frozen = _check(args)
-    rank, world, device = setup_distributed(args.device)
-    try:
+    with distributed(args.device) as (rank, world, device):
         return _train(args, frozen, rank, world, device)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def _train(args, frozen, rank, world, device) -> int:
