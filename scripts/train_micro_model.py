@@ -141,20 +141,23 @@ def demo_scene() -> Scene:
     return Scene(SIDE, shapes)
 
 
-def train_stage(work: Path, number: int) -> Path:
-    """Stage `number` (1, 2, ...) of STAGES: write its data, train from the previous stage's output.
-    A stage whose output is already in WORK_DIR is kept, so an interrupted run goes on where it stopped."""
-    recipe, start = STAGES[number - 1], work / ("base" if number == 1 else f"stage{number - 1}")
-    out = work / f"stage{number}"
+def train_stage(work: Path, number: int, recipe: dict | None = None, start: Path | None = None,
+                name: str = "stage") -> Path:
+    """Stage `number` (1, 2, ...) of STAGES (or `recipe`): write its data, train from `start` (default: the
+    previous stage's output) into WORK_DIR/<name><number>. A stage whose output is already there is kept, so an
+    interrupted run goes on where it stopped."""
+    recipe = recipe or STAGES[number - 1]
+    start = start or work / ("base" if number == 1 else f"{name}{number - 1}")
+    out = work / f"{name}{number}"
     if (out / "model.safetensors").is_file():
         print(f"{out} exists: kept", flush=True)
         return out
     if recipe.get("add_pair_tokens"):
-        start = add_pair_tokens(start, work / f"stage{number}-start")
+        start = add_pair_tokens(start, work / f"{name}{number}-start")
     data = write_dataset(work / f"data{number}", recipe["pictures"], recipe["seed"], recipe["per_picture"],
-                         recipe["kinds"])
+                         recipe["kinds"], recipe.get("varied", False))
     command = [sys.executable, "-m", "minglm4v", "train", "--model", str(start), "--data", str(data),
-               "--output-dir", str(out), "--freeze", "none"]
+               "--output-dir", str(out), "--freeze", "none"] + ["--compile"] * recipe.get("compile", False)
     for key in ("seed", "max_steps", "batch_size", "lr", "warmup_steps", "weight_decay"):
         command += [f"--{key.replace('_', '-')}", str(recipe[key])]
     print(" ".join(command), flush=True)
