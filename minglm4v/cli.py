@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from .auto import AutoModelForImageTextToText
 from .generation.streaming import TextStreamer
 from .model.config_moe import Glm4vMoeConfig
 from .model.families import model_class as family
@@ -162,7 +161,7 @@ def chat(args) -> int:
         content.append({"type": "video", "video": frames})
     inputs = processor(messages=[{"role": "user", "content": content + [{"type": "text", "text": args.question}]}],
                        **video_kwargs)
-    model = AutoModelForImageTextToText.from_pretrained(directory, dtype=dtype, device_map=device)  # 4.1V or 4.5V
+    model = family(directory).from_pretrained(directory, dtype=dtype, device_map=device)  # 4.1V or 4.5V
     limit, length = model.config.text_config.max_position_embeddings, inputs["input_ids"].shape[1]
     if length >= limit:
         raise CliError(f"the prompt is {length} tokens but the model supports {limit} positions "

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import torch
 
-from ..base.checks import read_json
 from ..base.hub import check_kwargs, check_model_type, resolve_directory
 from ..model.rope import image_tokens, token_types
 from . import special_tokens as st
@@ -35,7 +34,7 @@ from .chat_template import apply_chat_template, content_item_type
 from .feature import BatchFeature
 from .image import Glm4vImageProcessor
 from .tokenizer import Glm4vTokenizer
-from .video import VIDEO_PROCESSORS, Glm4vVideoProcessor, load_video
+from .video import Glm4vVideoProcessor, load_video, video_processor_for
 
 _PLACEHOLDER = re.compile(re.escape(st.IMAGE) + "|" + re.escape(st.VIDEO))
 
@@ -62,12 +61,8 @@ class Glm4vProcessor:
         check_kwargs(kwargs, "Glm4vProcessor.from_pretrained")
         directory = resolve_directory(pretrained_model_name_or_path, revision, cache_dir)
         check_model_type(directory)
-        video_config = directory / Glm4vVideoProcessor.config_name
-        video = None
-        if video_config.is_file():  # GLM-4.6V's file names its own video processor
-            kind = read_json(video_config, "a video preprocessor config").get(Glm4vVideoProcessor.type_key)
-            video = VIDEO_PROCESSORS.get(kind, Glm4vVideoProcessor).from_pretrained(directory)
-        return cls(Glm4vImageProcessor.from_pretrained(directory), Glm4vTokenizer.from_pretrained(directory), video)
+        return cls(Glm4vImageProcessor.from_pretrained(directory), Glm4vTokenizer.from_pretrained(directory),
+                   video_processor_for(directory))
 
     def save_pretrained(self, save_directory) -> None:
         """The tokenizer files and the preprocessor config(s), as in a hub checkpoint."""

@@ -25,11 +25,12 @@ of the first 2400 s), and the timestamps are seconds with one decimal ("3.5 seco
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..base.checks import is_number
+from ..base.checks import is_number, read_json
 from .feature import BatchFeature
 from .image import CLIP_MEAN, CLIP_STD, Glm4vImageProcessor, to_rgb
 
@@ -254,6 +255,16 @@ class Glm46VVideoProcessor(Glm4vVideoProcessor):
 
 
 VIDEO_PROCESSORS = {cls.__name__: cls for cls in (Glm4vVideoProcessor, Glm46VVideoProcessor)}
+
+
+def video_processor_for(directory: Path) -> Glm4vVideoProcessor | None:
+    """The video processor of a checkpoint directory: the class its video_preprocessor_config.json names
+    (GLM-4.6V's names its own; default Glm4vVideoProcessor), or None when the directory has no such file."""
+    path = directory / Glm4vVideoProcessor.config_name
+    if not path.is_file():
+        return None
+    kind = read_json(path, "a video preprocessor config").get(Glm4vVideoProcessor.type_key)
+    return VIDEO_PROCESSORS.get(kind, Glm4vVideoProcessor).from_pretrained(directory)
 
 
 def _check_rate(value, what: str) -> None:
