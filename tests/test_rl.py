@@ -278,6 +278,7 @@ def test_bad_lines_stop_with_file_and_line(data, tmp_path, capsys, line, message
     (["--max-new-tokens", "8", "--thinking-budget", "8"], "--thinking-budget must be in [0, --max-new-tokens)"),
     (["--epsilon", "1.5"], "--epsilon must be in [0, 1)"),
     (["--beta", "-1"], "--beta"),
+    (["--seed", "-3"], "--seed must be a whole number from 0 to 2**63 - 1"),
     (["--lora-targets", "q_proj"], "need --lora-rank"),
 ])
 def test_bad_options_are_clear_errors(data, tmp_path, capsys, extra, message):

@@ -241,6 +241,8 @@ def test_fsdp_refuses_data_that_mixes_media_kinds(setup):
     (["--freeze", "vision,merger,language"], "leaves nothing to train"),
     (["--lora-targets", "q_proj"], "need --lora-rank"),
     (["--grad-accum", "0"], "--grad-accum must be at least 1"),
+    (["--seed", "-1"], "--seed must be a whole number from 0 to 2**63 - 1, got -1"),
+    (["--seed", str(2**64)], "--seed must be a whole number from 0 to 2**63 - 1"),
     (["--eval-every", "5"], "--eval-every needs --eval-data"),
     (["--lora-rank", "4", "--lora-targets", "query"], "match no trainable nn.Linear"),
     (["--fsdp"], "start them with `torchrun --nproc_per_node N"),

@@ -114,6 +114,8 @@ def check_model_arguments(args) -> set[str]:
     """Check the options of add_model_arguments; returns the frozen parts."""
     if args.max_steps < 1:
         raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
+    if not 0 <= args.seed < 2**63:  # numpy's generators take no negative seed; rl adds the rank to it
+        raise ValueError(f"--seed must be a whole number from 0 to 2**63 - 1, got {args.seed}")
     frozen = {part.strip() for part in args.freeze.split(",") if part.strip() not in ("", "none")}
     if frozen - set(PARTS.values()):
         raise ValueError(f"--freeze {args.freeze!r}: unknown part(s) {sorted(frozen - set(PARTS.values()))}; "
