@@ -1,40 +1,48 @@
-"""RL on top of the bundled micro model (SFT + GRPO), the way a user reinforces: an RL prompt set of the varied
-shapes world (minglm4v.study.shapes.write_rl_dataset: other shades, sizes, margins, anti-aliased edges), then
-`python -m minglm4v rl` from data/micro-model, then `eval-shapes` on the training renderer and on the second
-renderer (minglm4v.study.shapes_other), 500 fresh pictures each.
+"""A fifth stage for the bundled micro model, then RL (SFT + GRPO), the way a user would go on from
+data/micro-model: SFT on pictures of the varied shapes world (`random_scene(varied=True)`: other shades, sizes,
+margins, anti-aliased edges), then `python -m minglm4v rl` on RL prompts about other varied pictures, each
+scored by `eval-shapes` on the training renderer and on the second renderer (minglm4v.study.shapes_other,
+never trained on), 500 fresh pictures each.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/reinforce_micro_model.py [WORK_DIR]   # default: build/reinforced
+    .venv/bin/python scripts/reinforce_micro_model.py [WORK_DIR]   # default: build/reinforced
 
-One thread: on 2 shared cores, two threads made a GRPO step 25x slower (110-165 s against 4-6 s).
-The model goes to WORK_DIR/model; data/micro-model is replaced only by hand, when it is at least as good
-on every question kind and well-formed in every reply (README, "Reinforce it": what this recipe measured).
+Writes WORK_DIR/stage5, WORK_DIR/rl and an *.eval.txt per model and renderer; a finished part is kept.
+data/micro-model is replaced only by hand, when the result is at least as good on every question kind and
+well-formed in every reply (README, "What RL did to the micro model": what this recipe measured, and why
+it was not shipped).
 """
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from minglm4v.study.shapes import write_rl_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script
+from train_micro_model import reinforce, train_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = dict(pictures=2000, per_picture=2, seed=20, max_steps=60, batch_size=8, group_size=8, lr=5e-5)
+# stage 4's recipe (train_micro_model.STAGES) continued on varied pictures, leaning on the kinds that
+# transfer worst (yes/no, position)
+VARIED_STAGE = dict(seed=4, pictures=16_000, per_picture=2, max_steps=2000, batch_size=16, lr=3e-4, warmup_steps=50,
+                    weight_decay=0.01, kinds={"count": 0.5, "color": 1.5, "shape": 1, "yes/no": 3, "position": 3},
+                    varied=True)
+RL = dict(pictures=2000, per_picture=2, seed=20, max_steps=100, batch_size=16, group_size=8, lr=2e-5,
+          max_new_tokens=96, save_every=50)
+
+
+def evaluate(model: Path) -> None:
+    for renderer in ("shapes", "other"):
+        path = model.parent / f"{model.name}.{renderer}.eval.txt"
+        if not path.is_file():
+            result = subprocess.run([sys.executable, "-m", "minglm4v", "eval-shapes", str(model), "--renderer",
+                                     renderer], check=True, capture_output=True, text=True)
+            path.write_text(result.stdout)
+        print(path.read_text(), flush=True)
 
 
 def main(work: Path) -> None:
-    started = time.time()
-    data = write_rl_dataset(work / "data", RECIPE["pictures"], RECIPE["seed"], RECIPE["per_picture"], varied=True)
-    out = work / "model"
-    command = [sys.executable, "-m", "minglm4v", "rl", "--model", str(ROOT / "data" / "micro-model"),
-               "--data", str(data), "--output-dir", str(out), "--freeze", "none", "--seed", "0",
-               "--max-new-tokens", "96"]
-    for key in ("max_steps", "batch_size", "group_size", "lr"):
-        command += [f"--{key.replace('_', '-')}", str(RECIPE[key])]
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=True)
-    print(f"RL took {(time.time() - started) / 60:.1f} minutes", flush=True)
-    for renderer in ("shapes", "other"):
-        subprocess.run([sys.executable, "-m", "minglm4v", "eval-shapes", str(out), "--renderer", renderer], check=True)
+    stage5 = train_stage(work, 5, VARIED_STAGE, start=ROOT / "data" / "micro-model")
+    evaluate(stage5)
+    evaluate(reinforce(work, stage5, RL))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Issue 22's "one hour in all": the ~30-minute SFT recipe of the README (two stages, pair tokens from the
-start, `--compile`), then at most ~30 minutes of GRPO (`python -m minglm4v rl`), each measured with
-`eval-shapes` on the training renderer and on the second renderer (500 fresh pictures each), plus pass@8 of
-the SFT model (scripts/measure_pass_at_k.py: what RL can reach at best).
+start, `--compile`), then at most ~30 minutes of GRPO (`python -m minglm4v rl`; the two recipes of
+RL_RUNS), each measured with `eval-shapes` on the training renderer and on the second renderer (500 fresh
+pictures each), plus pass@8 of the SFT model (scripts/measure_pass_at_k.py: what RL can reach at best).
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/sft_and_rl_in_an_hour.py [WORK_DIR]   # default: build/one-hour
 
-Everything goes to WORK_DIR (base, sft1, sft2, rl, *.eval.txt, pass_at_8.jsonl); an interrupted run goes on
-where it stopped (a finished part is kept). data/micro-model is not touched.
+Everything goes to WORK_DIR (base, sft1, sft2, rl, rl-b, *.eval.txt, pass_at_8.jsonl, minutes.txt); an
+interrupted run goes on where it stopped (a finished part is kept). data/micro-model is not touched.
 """
 
 import subprocess
@@ -15,16 +15,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script
-from train_micro_model import STAGES, add_pair_tokens, save_base, train_stage  # noqa: E402
-
-from minglm4v.study.shapes import write_rl_dataset  # noqa: E402
+from train_micro_model import STAGES, add_pair_tokens, reinforce, save_base, train_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # The README's 30-minute row: 4,000 steps at lr 2e-3, then 1,000 at 5e-4, every picture seen once, with
 # stage 1's and stage 2's question weights.
 SHORT_SFT = (dict(STAGES[0], pictures=32_000, max_steps=4000, compile=True),
              dict(STAGES[1], pictures=8_000, max_steps=1000, lr=5e-4, warmup_steps=50, compile=True))
-RL = dict(pictures=3000, per_picture=2, seed=20, max_steps=300, batch_size=8, group_size=8, lr=1e-4)
+# Two GRPO runs from the SFT model (all weights, prompts about 3,000 varied pictures): the first as the
+# reinforce_micro_model probe, at a higher lr; the second with twice the groups per step and a lower lr.
+RL_RUNS = {"rl": dict(pictures=3000, per_picture=2, seed=20, max_steps=300, batch_size=8, group_size=8, lr=1e-4,
+                      max_new_tokens=96, save_every=0),
+           "rl-b": dict(pictures=3000, per_picture=2, seed=20, max_steps=120, batch_size=16, group_size=8, lr=3e-5,
+                        max_new_tokens=96, save_every=0)}
 
 
 def timed(label: str, started: float, log: Path) -> None:
@@ -57,18 +60,11 @@ def main(work: Path) -> None:
         subprocess.run([sys.executable, str(ROOT / "scripts" / "measure_pass_at_k.py"), "--model", str(start),
                         "--renderer", "shapes", "--pictures", "40", "--out", str(work / "pass_at_8.jsonl")],
                        check=True)
-    out = work / "rl"
-    if not (out / "model.safetensors").is_file():
+    for name, recipe in RL_RUNS.items():
         started = time.time()
-        data = write_rl_dataset(work / "rl-data", RL["pictures"], RL["seed"], RL["per_picture"])
-        command = [sys.executable, "-m", "minglm4v", "rl", "--model", str(start), "--data", str(data),
-                   "--output-dir", str(out), "--freeze", "none", "--seed", "0", "--max-new-tokens", "96"]
-        for key in ("max_steps", "batch_size", "group_size", "lr"):
-            command += [f"--{key.replace('_', '-')}", str(RL[key])]
-        print(" ".join(command), flush=True)
-        subprocess.run(command, check=True)
-        timed("RL", started, log)
-    evaluate(out, work, "rl")
+        out = reinforce(work, start, recipe, name)
+        timed(name, started, log)
+        evaluate(out, work, name)
     print(log.read_text())
 
 

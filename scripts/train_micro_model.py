@@ -17,6 +17,7 @@ of the shapes world (minglm4v.study.shapes) in the Thinking format, trained exac
 The recipe, and what it took: see STAGES and the README's micro-model section.
 """
 
+import os
 import random
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
 from minglm4v.processing.image import Glm4vImageProcessor
 from minglm4v.processing.tokenizer import Glm4vTokenizer
 from minglm4v.processing.video import Glm4vVideoProcessor
+from minglm4v.study import shapes
 from minglm4v.study.shapes import COLORS, SHAPES, Scene, Shape, describe, questions, random_scene, write_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when a test loads this one by path
@@ -162,6 +164,24 @@ def train_stage(work: Path, number: int, recipe: dict | None = None, start: Path
         command += [f"--{key.replace('_', '-')}", str(recipe[key])]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=True)
+    return out
+
+
+def reinforce(work: Path, start: Path, recipe: dict, name: str = "rl") -> Path:
+    """GRPO (`python -m minglm4v rl`, all weights) from `start` on RL prompts about `recipe["pictures"]` varied
+    pictures (`write_rl_dataset`), into WORK_DIR/<name> (kept if there). Used by the RL scripts beside this one.
+    One thread: on 2 shared cores, two threads made a GRPO step 25x slower (110-165 s against 4-6 s)."""
+    out = work / name
+    if (out / "model.safetensors").is_file():
+        print(f"{out} exists: kept", flush=True)
+        return out
+    data = shapes.write_rl_dataset(work / f"{name}-data", recipe["pictures"], recipe["seed"], recipe["per_picture"])
+    command = [sys.executable, "-m", "minglm4v", "rl", "--model", str(start), "--data", str(data),
+               "--output-dir", str(out), "--freeze", "none", "--seed", "0"]
+    for key in ("max_steps", "batch_size", "group_size", "lr", "max_new_tokens", "save_every"):
+        command += [f"--{key.replace('_', '-')}", str(recipe[key])]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return out
 
 

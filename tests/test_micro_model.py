@@ -62,3 +62,17 @@ def test_add_pair_tokens(tmp_path):
     ids = torch.tensor([old_tok.encode("What shape is red?").ids])
     with torch.no_grad():
         assert torch.equal(new(ids).logits[..., :1022], old(ids).logits[..., :1022])
+
+
+def test_a_stage_and_the_rl_step_of_the_recipe_run(tmp_path):
+    """train_stage and reinforce, as scripts/reinforce_micro_model.py calls them (the varied stage, then RL),
+    on a few pictures for one step each: each writes a model that loads, and the RL step logs one line."""
+    work = tmp_path / "work"
+    reinforce_script = load_script("reinforce_micro_model")
+    recipe = dict(reinforce_script.VARIED_STAGE, pictures=2, max_steps=1, batch_size=2, warmup_steps=0)
+    trained = SCRIPT.train_stage(work, 5, recipe, start=REPO / "data" / "micro-model")
+    assert trained == work / "stage5" and (work / "data5" / "train.jsonl").read_text().count("\n") == 4
+    rl = dict(reinforce_script.RL, pictures=2, max_steps=1, batch_size=2, group_size=2, max_new_tokens=8, save_every=0)
+    out = SCRIPT.reinforce(work, trained, rl)
+    assert (out / "rl_log.jsonl").read_text().count("\n") == 1
+    assert Glm4vForConditionalGeneration.from_pretrained(out).config.text_config.vocab_size == 1040
