@@ -12,12 +12,11 @@ well-formed in every reply (README, "What RL did to the micro model": what this 
 it was not shipped).
 """
 
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script
-from train_micro_model import reinforce, train_stage  # noqa: E402
+from train_micro_model import evaluate_both, reinforce, train_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # stage 4's recipe (train_micro_model.STAGES) continued on varied pictures, leaning on the kinds that
@@ -29,20 +28,10 @@ RL = dict(pictures=2000, per_picture=2, seed=20, max_steps=100, batch_size=16, g
           max_new_tokens=96, save_every=50)
 
 
-def evaluate(model: Path) -> None:
-    for renderer in ("shapes", "other"):
-        path = model.parent / f"{model.name}.{renderer}.eval.txt"
-        if not path.is_file():
-            result = subprocess.run([sys.executable, "-m", "minglm4v", "eval-shapes", str(model), "--renderer",
-                                     renderer], check=True, capture_output=True, text=True)
-            path.write_text(result.stdout)
-        print(path.read_text(), flush=True)
-
-
 def main(work: Path) -> None:
     stage5 = train_stage(work, 5, VARIED_STAGE, start=ROOT / "data" / "micro-model")
-    evaluate(stage5)
-    evaluate(reinforce(work, stage5, RL))
+    evaluate_both(stage5)
+    evaluate_both(reinforce(work, stage5, RL))
 
 
 if __name__ == "__main__":

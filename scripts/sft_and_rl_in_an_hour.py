@@ -15,15 +15,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script
-from train_micro_model import STAGES, add_pair_tokens, reinforce, save_base, train_stage  # noqa: E402
+from train_micro_model import STAGES, add_pair_tokens, evaluate_both, reinforce, save_base, train_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # The README's 30-minute row: 4,000 steps at lr 2e-3, then 1,000 at 5e-4, every picture seen once, with
 # stage 1's and stage 2's question weights.
 SHORT_SFT = (dict(STAGES[0], pictures=32_000, max_steps=4000, compile=True),
              dict(STAGES[1], pictures=8_000, max_steps=1000, lr=5e-4, warmup_steps=50, compile=True))
-# Two GRPO runs from the SFT model (all weights, prompts about 3,000 varied pictures): the first as the
-# reinforce_micro_model probe, at a higher lr; the second with twice the groups per step and a lower lr.
+# Two GRPO runs from the SFT model (all weights, prompts about 3,000 varied pictures): 8 groups of 8 per step at
+# lr 1e-4, then twice the groups per step at under a third of the lr.
 RL_RUNS = {"rl": dict(pictures=3000, per_picture=2, seed=20, max_steps=300, batch_size=8, group_size=8, lr=1e-4,
                       max_new_tokens=96, save_every=0),
            "rl-b": dict(pictures=3000, per_picture=2, seed=20, max_steps=120, batch_size=16, group_size=8, lr=3e-5,
@@ -33,16 +33,6 @@ RL_RUNS = {"rl": dict(pictures=3000, per_picture=2, seed=20, max_steps=300, batc
 def timed(label: str, started: float, log: Path) -> None:
     with log.open("a") as out:
         out.write(f"{label}: {(time.time() - started) / 60:.1f} min\n")
-
-
-def evaluate(model: Path, work: Path, name: str) -> None:
-    for renderer in ("shapes", "other"):
-        path = work / f"{name}.{renderer}.eval.txt"
-        if not path.is_file():
-            result = subprocess.run([sys.executable, "-m", "minglm4v", "eval-shapes", str(model), "--renderer",
-                                     renderer], check=True, capture_output=True, text=True)
-            path.write_text(result.stdout)
-        print(path.read_text(), flush=True)
 
 
 def main(work: Path) -> None:
@@ -55,7 +45,7 @@ def main(work: Path) -> None:
     for number, recipe in enumerate(SHORT_SFT, 1):
         start = train_stage(work, number, recipe, start, name="sft")
     timed("SFT", started, log)
-    evaluate(start, work, "sft")
+    evaluate_both(start, "sft")
     if not (work / "pass_at_8.jsonl").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "measure_pass_at_k.py"), "--model", str(start),
                         "--renderer", "shapes", "--pictures", "40", "--out", str(work / "pass_at_8.jsonl")],
@@ -64,7 +54,7 @@ def main(work: Path) -> None:
         started = time.time()
         out = reinforce(work, start, recipe, name)
         timed(name, started, log)
-        evaluate(out, work, name)
+        evaluate_both(out)
     print(log.read_text())
 
 

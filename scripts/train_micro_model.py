@@ -185,6 +185,19 @@ def reinforce(work: Path, start: Path, recipe: dict, name: str = "rl") -> Path:
     return out
 
 
+def evaluate_both(model: Path, name: str | None = None) -> None:
+    """`eval-shapes` of `model` on the training renderer and on the second one (500 fresh pictures each), each
+    table printed and kept beside the model as <name>.<renderer>.eval.txt (name: the model's folder name);
+    a table already there is not measured again."""
+    for renderer in ("shapes", "other"):
+        path = model.parent / f"{name or model.name}.{renderer}.eval.txt"
+        if not path.is_file():
+            result = subprocess.run([sys.executable, "-m", "minglm4v", "eval-shapes", str(model), "--renderer",
+                                     renderer], check=True, capture_output=True, text=True)
+            path.write_text(result.stdout)
+        print(path.read_text(), flush=True)
+
+
 def main(work: Path) -> None:
     started = time.time()
     save_base(work / "base")
