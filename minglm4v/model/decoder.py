@@ -42,6 +42,7 @@ class Attention(nn.Module):
     def project(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (B, heads, L, d), k and v (B, kv_heads, L, d), q and k rotated; also what
         minglm4v.study.attention_maps reads."""
+        # why one at a time: rotated as one tensor and then split, the compiled backward (train --compile) crashed
         q = self.rotate(rearrange(self.q_proj(x), "b l (h d) -> b h l d", h=self.heads), cos, sin)
         k = self.rotate(rearrange(self.k_proj(x), "b l (h d) -> b h l d", h=self.kv_heads), cos, sin)
         return q, k, rearrange(self.v_proj(x), "b l (h d) -> b h l d", h=self.kv_heads)
