@@ -183,7 +183,7 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
         keys = F.pad(attention_mask, (0, max_new_tokens), value=1)  # prompt padding, then the new tokens
         cos, sin, mask = decoder.attention_inputs(positions, keys, past=L, dtype=logits.dtype)
     cos, sin = cos.split(1, dim=2), sin.split(1, dim=2)  # step k's row (B, 1, 1, head_dim), as views
-    rows = [None] * max_new_tokens if mask is None else mask.split(1, dim=2)  # (B, 1, 1, L + new)
+    rows = None if mask is None else mask.split(1, dim=2)  # step k's row (B, 1, 1, L + new)
     step_fn = torch.compile(decode_step, dynamic=True) if compile else decode_step
     tokens, finished = [input_ids], torch.zeros(B, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
@@ -201,7 +201,7 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
         finished |= torch.isin(token, eos)
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
-        row = rows[step] if rows[step] is None else rows[step][..., :L + step + 1]  # the keys that exist now
+        row = None if rows is None else rows[step][..., :L + step + 1]  # the keys that exist now
         logits = step_fn(model, token, cos[step], sin[step], row, cache)
     if streamer is not None:
         streamer.end()
