@@ -100,3 +100,14 @@ def test_glm41v_directories_keep_glm41v_video_processing(tmp_path):
     out = processor(text="<|begin_of_video|><|video|><|end_of_video|>", videos=[video], fps=2.0)
     text = processor.tokenizer.decode(out["input_ids"][0].tolist(), skip_special_tokens=False)
     assert "<|end_of_image|>1<|begin_of_image|>" in text and "seconds" not in text
+
+
+def test_a_video_processor_minglm4v_does_not_have_is_refused_by_name(tmp_path):
+    directory = model_dir_46v(tmp_path)
+    config = directory / "video_preprocessor_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "video_processor_type": "Glm5VideoProcessor"}))
+    with pytest.raises(ValueError, match="names the video processor 'Glm5VideoProcessor'; minglm4v implements"):
+        AutoProcessor.from_pretrained(directory)
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items()
+                                  if k != "video_processor_type"}))
+    assert type(AutoProcessor.from_pretrained(directory).video_processor) is Glm4vVideoProcessor

@@ -259,12 +259,16 @@ VIDEO_PROCESSORS = {cls.__name__: cls for cls in (Glm4vVideoProcessor, Glm46VVid
 
 def video_processor_for(directory: Path) -> Glm4vVideoProcessor | None:
     """The video processor of a checkpoint directory: the class its video_preprocessor_config.json names
-    (GLM-4.6V's names its own; default Glm4vVideoProcessor), or None when the directory has no such file."""
+    (GLM-4.6V's names its own; a file that names none: Glm4vVideoProcessor; a class minglm4v does not have:
+    a clear error), or None when the directory has no such file."""
     path = directory / Glm4vVideoProcessor.config_name
     if not path.is_file():
         return None
-    kind = read_json(path, "a video preprocessor config").get(Glm4vVideoProcessor.type_key)
-    return VIDEO_PROCESSORS.get(kind, Glm4vVideoProcessor).from_pretrained(directory)
+    kind = read_json(path, "a video preprocessor config").get(Glm4vVideoProcessor.type_key, "Glm4vVideoProcessor")
+    if kind not in VIDEO_PROCESSORS:  # another sampler: processing its videos as GLM-4.1V's would be silently wrong
+        raise ValueError(f"{path} names the video processor {kind!r}; minglm4v implements {sorted(VIDEO_PROCESSORS)}. "
+                         f"Use a GLM-4.1V or GLM-4.6V checkpoint, or delete the file to process images only")
+    return VIDEO_PROCESSORS[kind].from_pretrained(directory)
 
 
 def _check_rate(value, what: str) -> None:
