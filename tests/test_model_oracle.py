@@ -127,3 +127,42 @@ def test_logits_to_keep_matches_transformers(oracle_cases, ours_tiny, hf_tiny):
     assert_close(last, want, **TOL)
     with pytest.raises(ValueError, match="labels need the logits of every position"):
         ours_tiny(**inputs, labels=oracle_cases["image"]["labels"], logits_to_keep=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotation_equals_transformers_bit_for_bit(dtype, ours_tiny, hf_tiny):
+    """apply_mrope (a gather swaps the pairs) against transformers' apply_rotary_pos_emb (rotate_half_llm):
+    the same bits in fp32 and bf16, on random q, k and three different position streams."""
+    from transformers.models.glm4v.modeling_glm4v import apply_rotary_pos_emb
+
+    from minglm4v.model.rope import apply_mrope
+    text, gen = ours_tiny.config.text_config, torch.Generator().manual_seed(0)
+    q = (torch.randn(2, text.num_attention_heads, 7, text.head_dim, generator=gen) * 30).to(dtype)
+    k = (torch.randn(2, text.num_key_value_heads, 7, text.head_dim, generator=gen) * 30).to(dtype)
+    position_ids = torch.randint(0, 500, (3, 2, 7), generator=gen)
+    cos, sin = ours_tiny.language_model.rotary(position_ids, dtype)
+    hf_cos, hf_sin = hf_tiny.model.language_model.rotary_emb(q, position_ids)
+    want_q, want_k = apply_rotary_pos_emb(q, k, hf_cos, hf_sin)
+    assert torch.equal(apply_mrope(q, cos, sin), want_q) and torch.equal(apply_mrope(k, cos, sin), want_k)
+
+
+def test_rotation_made_in_inference_mode_still_trains(ours_tiny):
+    """The pair-swapping indices are made once and kept (rope.pair_swap); made first under inference_mode
+    (generate), they must still work where autograd saves them for backward (training), with the gradient
+    of the rotation written with a flip."""
+    from einops import rearrange
+
+    from minglm4v.model.rope import apply_mrope, pair_swap
+    pair_swap.cache_clear()
+    text = ours_tiny.config.text_config
+    cos, sin = ours_tiny.language_model.rotary(torch.arange(5).expand(3, 1, 5), torch.float32)
+    x = torch.randn(1, 2, 5, text.head_dim, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        apply_mrope(x, cos, sin)
+    grads = []
+    for rotate in (apply_mrope, lambda t, c, s: t * c + rearrange(
+            rearrange(t, "... (j two) -> ... j two", two=2).flip(-1), "... j two -> ... (j two)") * s):
+        leaf = x.clone().requires_grad_(True)
+        (rotate(leaf, cos, sin) ** 3).sum().backward()
+        grads.append(leaf.grad)
+    assert torch.equal(grads[0], grads[1]) and grads[0].abs().sum() > 0

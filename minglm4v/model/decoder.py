@@ -42,9 +42,13 @@ class Attention(nn.Module):
     def project(self, x, cos, sin) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q (B, heads, L, d), k and v (B, kv_heads, L, d), q and k rotated; also what
         minglm4v.study.attention_maps reads."""
-        # why one at a time: rotated as one tensor and then split, the compiled backward (train --compile) crashed
-        q = self.rotate(rearrange(self.q_proj(x), "b l (h d) -> b h l d", h=self.heads), cos, sin)
-        k = self.rotate(rearrange(self.k_proj(x), "b l (h d) -> b h l d", h=self.kv_heads), cos, sin)
+        # q's and k's heads side by side, so that one rotation turns both
+        qk = rearrange(torch.cat([self.q_proj(x), self.k_proj(x)], dim=-1), "b l (h d) -> b h l d",
+                       h=self.heads + self.kv_heads)
+        q, k = self.rotate(qk, cos, sin).split([self.heads, self.kv_heads], dim=1)
+        # why contiguous: left views of qk, they crashed train --compile's backward (inductor's stride check);
+        # at batch 1 they are contiguous already, so decoding copies nothing
+        q, k = q.contiguous(), k.contiguous()
         return q, k, rearrange(self.v_proj(x), "b l (h d) -> b h l d", h=self.kv_heads)
 
     def forward(self, x, cos, sin, mask, cache=None):
