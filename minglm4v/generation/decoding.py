@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..base.checks import check_prompt, is_int, is_number
+from ..model.layers import cast
 
 
 class KVCache:
@@ -185,21 +186,27 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     cos, sin = cos.split(1, dim=2), sin.split(1, dim=2)  # step k's row (B, 1, 1, head_dim), as views
     rows = None if mask is None else mask.split(1, dim=2)  # step k's row (B, 1, 1, L + new)
     step_fn = torch.compile(decode_step, dynamic=True) if compile else decode_step
-    tokens, finished = [input_ids], torch.zeros(B, dtype=torch.bool, device=device)
+    tokens = [input_ids]
+    # which rows have met an end token; None with eos_token_id=[], where no row stops (5 operators less a step)
+    finished = torch.zeros(B, dtype=torch.bool, device=device) if eos.numel() else None
     for step in range(max_new_tokens):
-        token = next_tokens(_check_logits(logits.float(), step), seen, do_sample=do_sample, temperature=temperature,
-                            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, generator=generator,
-                            suppress_tokens=suppress_tokens)
+        token = next_tokens(_check_logits(cast(logits, torch.float32), step), seen, do_sample=do_sample,
+                            temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                            generator=generator, suppress_tokens=suppress_tokens)
         if budget is not None:
             token = budget(token)
-        token = token.masked_fill(finished, pad)
+        if finished is not None:
+            token = token.masked_fill(finished, pad)
         tokens.append(token[:, None])
         if streamer is not None:
             streamer.put(token)
         if seen is not None:
             seen[torch.arange(B, device=device), token] = True
-        finished |= torch.isin(token, eos)
-        if bool(finished.all()) or step == max_new_tokens - 1:
+        if finished is not None:
+            finished |= torch.isin(token, eos)
+            if bool(finished.all()):
+                break
+        if step == max_new_tokens - 1:
             break
         row = None if rows is None else rows[step][..., :L + step + 1]  # the keys that exist now
         logits = step_fn(model, token, cos[step], sin[step], row, cache)
