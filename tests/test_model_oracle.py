@@ -152,8 +152,8 @@ def test_rotation_made_in_inference_mode_still_trains(ours_tiny):
     of the rotation written with a flip."""
     from einops import rearrange
 
-    from minglm4v.model.rope import apply_mrope, pair_swap
-    pair_swap.cache_clear()
+    from minglm4v.model.rope import PAIR_SWAPS, apply_mrope
+    PAIR_SWAPS.clear()
     text = ours_tiny.config.text_config
     cos, sin = ours_tiny.language_model.rotary(torch.arange(5).expand(3, 1, 5), torch.float32)
     x = torch.randn(1, 2, 5, text.head_dim, generator=torch.Generator().manual_seed(0))

@@ -16,8 +16,6 @@
   slot) and `image_tokens` (the slots a [t, h, w] grid takes), the one home of both facts.
 """
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -96,14 +94,18 @@ def apply_mrope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     return x * cos + swapped * sin
 
 
-@functools.cache
 def pair_swap(dim: int, device: torch.device) -> torch.Tensor:
-    """Indices (dim,) that exchange the two dims of every pair (2j, 2j+1): 1, 0, 3, 2, ...
-    Why a gather and not rearrange to (j two), flip, rearrange back: one operator instead of three per
-    rotation, 3% of a decode step of benchmarks/bench_generate.py's 1M model (eight rotations a step)."""
-    with torch.inference_mode(False):  # made once, also used by training: an ordinary tensor
-        pairs = rearrange(torch.arange(dim, device=device), "(j two) -> j two", two=2)
-        return rearrange(pairs.flip(-1), "j two -> (j two)")
+    """Indices (dim,) that exchange the two dims of every pair (2j, 2j+1): 1, 0, 3, 2, ..., made once per
+    (dim, device). Why a gather and not rearrange to (j two), flip, rearrange back: one operator instead of
+    three per rotation, 3% of a decode step of benchmarks/bench_generate.py's 1M model."""
+    if (dim, device) not in PAIR_SWAPS:  # a plain dict: torch.compile traces it without warnings
+        with torch.inference_mode(False):  # also used by training: an ordinary tensor
+            pairs = rearrange(torch.arange(dim, device=device), "(j two) -> j two", two=2)
+            PAIR_SWAPS[dim, device] = rearrange(pairs.flip(-1), "j two -> (j two)")
+    return PAIR_SWAPS[dim, device]
+
+
+PAIR_SWAPS: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
 def mrope_cos_sin_halves(position_ids: torch.Tensor, rotary_dim: int, theta: float, mrope_section, dtype):
