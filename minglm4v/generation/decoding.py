@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from ..base.checks import check_prompt, is_int, is_number
-from ..model.layers import cast
 
 
 class KVCache:
@@ -190,9 +189,9 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     # which rows have met an end token; None with eos_token_id=[], where no row stops (5 operators less a step)
     finished = torch.zeros(B, dtype=torch.bool, device=device) if eos.numel() else None
     for step in range(max_new_tokens):
-        token = next_tokens(_check_logits(cast(logits, torch.float32), step), seen, do_sample=do_sample,
-                            temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                            generator=generator, suppress_tokens=suppress_tokens)
+        token = next_tokens(_check_logits(logits.float(), step), seen, do_sample=do_sample, temperature=temperature,
+                            top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty, generator=generator,
+                            suppress_tokens=suppress_tokens)
         if budget is not None:
             token = budget(token)
         if finished is not None:
