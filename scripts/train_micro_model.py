@@ -168,14 +168,16 @@ def train_stage(work: Path, number: int, recipe: dict | None = None, start: Path
 
 
 def reinforce(work: Path, start: Path, recipe: dict, name: str = "rl") -> Path:
-    """GRPO (`python -m minglm4v rl`, all weights) from `start` on RL prompts about `recipe["pictures"]` varied
-    pictures (`write_rl_dataset`), into WORK_DIR/<name> (kept if there). Used by the RL scripts beside this one.
+    """GRPO (`python -m minglm4v rl`, all weights) from `start` on RL prompts about `recipe["pictures"]` pictures
+    (`write_rl_dataset`; optional recipe["kinds"] weights, recipe["varied"] default True), into WORK_DIR/<name>
+    (kept if there). Used by the RL scripts beside this one.
     One thread: on 2 shared cores, two threads made a GRPO step 25x slower (110-165 s against 4-6 s)."""
     out = work / name
     if (out / "model.safetensors").is_file():
         print(f"{out} exists: kept", flush=True)
         return out
-    data = shapes.write_rl_dataset(work / f"{name}-data", recipe["pictures"], recipe["seed"], recipe["per_picture"])
+    data = shapes.write_rl_dataset(work / f"{name}-data", recipe["pictures"], recipe["seed"], recipe["per_picture"],
+                                   recipe.get("kinds"), recipe.get("varied", True))
     command = [sys.executable, "-m", "minglm4v", "rl", "--model", str(start), "--data", str(data),
                "--output-dir", str(out), "--freeze", "none", "--seed", "0"]
     for key in ("max_steps", "batch_size", "group_size", "lr", "max_new_tokens", "save_every"):

@@ -76,3 +76,9 @@ def test_a_stage_and_the_rl_step_of_the_recipe_run(tmp_path):
     out = SCRIPT.reinforce(work, trained, rl)
     assert (out / "rl_log.jsonl").read_text().count("\n") == 1
     assert Glm4vForConditionalGeneration.from_pretrained(out).config.text_config.vocab_size == 1040
+    # the --count tries' RL: prompts weighted towards count, on the training renderer's pictures
+    plain = dict(reinforce_script.COUNT_RL_PLAIN, pictures=2, max_steps=1, batch_size=2, group_size=2,
+                 max_new_tokens=8, save_every=0)
+    SCRIPT.reinforce(work, trained, plain, name="rl-count-plain")
+    lines = (work / "rl-count-plain-data" / "rl.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and (work / "rl-count-plain" / "rl_log.jsonl").is_file()
