@@ -16,6 +16,7 @@ well-formed in every reply (README, "What RL did to the micro model": what this 
 it was not shipped).
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -51,5 +52,8 @@ def main(work: Path, count: bool) -> None:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--count"]
-    main(Path(args[0]) if args else ROOT / "build" / "reinforced", "--count" in sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("work", nargs="?", type=Path, default=ROOT / "build" / "reinforced")
+    parser.add_argument("--count", action="store_true", help="also the three tries aimed at count")
+    args = parser.parse_args()
+    main(args.work, args.count)

@@ -35,25 +35,31 @@ def timed(label: str, started: float, log: Path) -> None:
         out.write(f"{label}: {(time.time() - started) / 60:.1f} min\n")
 
 
+def trained(model: Path) -> bool:
+    return (model / "model.safetensors").is_file()
+
+
 def main(work: Path) -> None:
     log = work / "minutes.txt"
     if not (work / "base-pairs" / "model.safetensors").is_file():
         save_base(work / "base")
         add_pair_tokens(work / "base", work / "base-pairs")
-    started = time.time()
+    started, ran = time.time(), not trained(work / f"sft{len(SHORT_SFT)}")
     start = work / "base-pairs"
     for number, recipe in enumerate(SHORT_SFT, 1):
         start = train_stage(work, number, recipe, start, name="sft")
-    timed("SFT", started, log)
+    if ran:  # a resumed run keeps its parts: only what ran now gets its minutes
+        timed("SFT", started, log)
     evaluate_both(start, "sft")
     if not (work / "pass_at_8.jsonl").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "measure_pass_at_k.py"), "--model", str(start),
                         "--renderer", "shapes", "--pictures", "40", "--out", str(work / "pass_at_8.jsonl")],
                        check=True)
     for name, recipe in RL_RUNS.items():
-        started = time.time()
+        started, ran = time.time(), not trained(work / name)
         out = reinforce(work, start, recipe, name)
-        timed(name, started, log)
+        if ran:
+            timed(name, started, log)
         evaluate_both(out)
     print(log.read_text())
 

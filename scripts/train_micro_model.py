@@ -32,8 +32,17 @@ from minglm4v import Glm4vConfig, Glm4vForConditionalGeneration
 from minglm4v.processing.image import Glm4vImageProcessor
 from minglm4v.processing.tokenizer import Glm4vTokenizer
 from minglm4v.processing.video import Glm4vVideoProcessor
-from minglm4v.study import shapes
-from minglm4v.study.shapes import COLORS, SHAPES, Scene, Shape, describe, questions, random_scene, write_dataset
+from minglm4v.study.shapes import (
+    COLORS,
+    SHAPES,
+    Scene,
+    Shape,
+    describe,
+    questions,
+    random_scene,
+    write_dataset,
+    write_rl_dataset,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when a test loads this one by path
 from make_tokenizer import write as write_tokenizer  # noqa: E402
@@ -176,8 +185,8 @@ def reinforce(work: Path, start: Path, recipe: dict, name: str = "rl") -> Path:
     if (out / "model.safetensors").is_file():
         print(f"{out} exists: kept", flush=True)
         return out
-    data = shapes.write_rl_dataset(work / f"{name}-data", recipe["pictures"], recipe["seed"], recipe["per_picture"],
-                                   recipe.get("kinds"), recipe.get("varied", True))
+    data = write_rl_dataset(work / f"{name}-data", recipe["pictures"], recipe["seed"], recipe["per_picture"],
+                            recipe.get("kinds"), recipe.get("varied", True))
     command = [sys.executable, "-m", "minglm4v", "rl", "--model", str(start), "--data", str(data),
                "--output-dir", str(out), "--freeze", "none", "--seed", "0"]
     for key in ("max_steps", "batch_size", "group_size", "lr", "max_new_tokens", "save_every"):

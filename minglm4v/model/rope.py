@@ -94,6 +94,9 @@ def apply_mrope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
     return x * cos + swapped * sin
 
 
+PAIR_SWAPS: dict[tuple[int, torch.device], torch.Tensor] = {}  # pair_swap's gathers, made once each
+
+
 def pair_swap(dim: int, device: torch.device) -> torch.Tensor:
     """Indices (dim,) that exchange the two dims of every pair (2j, 2j+1): 1, 0, 3, 2, ..., made once per
     (dim, device). Why a gather and not rearrange to (j two), flip, rearrange back: one operator instead of
@@ -103,9 +106,6 @@ def pair_swap(dim: int, device: torch.device) -> torch.Tensor:
             pairs = rearrange(torch.arange(dim, device=device), "(j two) -> j two", two=2)
             PAIR_SWAPS[dim, device] = rearrange(pairs.flip(-1), "j two -> (j two)")
     return PAIR_SWAPS[dim, device]
-
-
-PAIR_SWAPS: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
 def mrope_cos_sin_halves(position_ids: torch.Tensor, rotary_dim: int, theta: float, mrope_section, dtype):
