@@ -130,6 +130,32 @@ def test_logits_to_keep_matches_transformers(oracle_cases, ours_tiny, hf_tiny):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_equals_transformers_bit_for_bit(dtype):
+    """layers.rms_normalize writes the mean as a sum divided by a kept 0-dim tensor (and eps as one): the
+    norm, its gradients and the weight's must still be transformers' Glm4vRMSNorm bit for bit, also when
+    those tensors were first made under inference_mode (generate) and then saved for backward."""
+    from transformers.models.glm4v.modeling_glm4v import Glm4vRMSNorm
+
+    from minglm4v.model.layers import FP32, RMSNorm
+    FP32.clear()
+    gen = torch.Generator().manual_seed(0)
+    for dim, eps in ((96, 1e-5), (1536, 1e-6)):
+        ours, hf = RMSNorm(dim, eps).to(dtype), Glm4vRMSNorm(dim, eps).to(dtype)
+        weight = torch.randn(dim, generator=gen).to(dtype)
+        ours.weight.data.copy_(weight), hf.weight.data.copy_(weight)
+        x = (torch.randn(2, 9, dim, generator=gen) * torch.rand(2, 9, 1, generator=gen) * 40).to(dtype)
+        with torch.inference_mode():
+            assert torch.equal(ours(x), hf(x))
+        grad = torch.randn(2, 9, dim, generator=gen).to(dtype)
+        results = []
+        for norm in (ours, hf):
+            leaf = x.clone().requires_grad_(True)
+            y = norm(leaf)
+            results.append((y, *torch.autograd.grad(y, (leaf, norm.weight), grad)))
+        assert all(torch.equal(a, b) for a, b in zip(*results)) and results[0][1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rotation_equals_transformers_bit_for_bit(dtype, ours_tiny, hf_tiny):
     """apply_mrope (a gather swaps the pairs) against transformers' apply_rotary_pos_emb (rotate_half_llm):
     the same bits in fp32 and bf16, on random q, k and three different position streams."""
