@@ -1,6 +1,6 @@
-"""The bundled micro model (data/micro-model, trained by scripts/train_micro_model.py through
-`python -m minglm4v train`) on pictures it never saw: what it gets right, with floors from its
-measured accuracy."""
+"""The bundled micro model (data/micro-model, made by scripts/train_micro_model.py through `python -m
+minglm4v train` and `python -m minglm4v rl`) on pictures it never saw: what it gets right, with floors from
+its measured accuracy; and the steps of that recipe, each run small."""
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ def test_demo_picture(micro):
 
 def test_fresh_pictures_meet_the_floor(micro):
     """30 pictures from a seed that made no training data. Measured with this model: count 30/30, color
-    24/24, shape 29/29, yes/no 29/30, position words 29/30, box IoU >= 0.5 28/30, well-formed 143/143;
+    24/24, shape 29/29, yes/no 29/30, position words 29/30, box IoU >= 0.5 29/30, well-formed 143/143;
     the floors sit below those and far above chance (count 1/3, color 1/4, shape 1/3, yes/no 1/2,
     position words 1/6)."""
     summary = summarize(evaluate(*micro, pictures=30, seed=EVAL_SEED + 1))
@@ -64,21 +64,29 @@ def test_add_pair_tokens(tmp_path):
         assert torch.equal(new(ids).logits[..., :1022], old(ids).logits[..., :1022])
 
 
-def test_a_stage_and_the_rl_step_of_the_recipe_run(tmp_path):
-    """train_stage and reinforce, as scripts/reinforce_micro_model.py calls them (the varied stage, then RL),
-    on a few pictures for one step each: each writes a model that loads, and the RL step logs one line."""
-    work = tmp_path / "work"
-    reinforce_script = load_script("reinforce_micro_model")
-    recipe = dict(reinforce_script.VARIED_STAGE, pictures=2, max_steps=1, batch_size=2, warmup_steps=0)
-    trained = SCRIPT.train_stage(work, 5, recipe, start=REPO / "data" / "micro-model")
+def test_the_rl_steps_of_the_recipe_run(tmp_path):
+    """train_stage, reinforce and average, as scripts/train_micro_model.py calls them after its four SFT stages
+    (the varied stage, RL, the average of stage 4 and RL) and scripts/reinforce_micro_model.py for its tries,
+    on a few pictures for one step each: each writes a model that loads, the RL step logs one line, and the
+    average is (1 - w) * first + w * second in every parameter, with first's tokenizer and processors."""
+    work, start = tmp_path / "work", REPO / "data" / "micro-model"
+    recipe = dict(SCRIPT.VARIED_STAGE, pictures=2, max_steps=1, batch_size=2, warmup_steps=0)
+    trained = SCRIPT.train_stage(work, 5, recipe, start=start)
     assert trained == work / "stage5" and (work / "data5" / "train.jsonl").read_text().count("\n") == 4
-    rl = dict(reinforce_script.RL, pictures=2, max_steps=1, batch_size=2, group_size=2, max_new_tokens=8, save_every=0)
-    out = SCRIPT.reinforce(work, trained, rl)
+    small = dict(pictures=2, max_steps=1, batch_size=2, group_size=2, max_new_tokens=8, save_every=0)
+    out = SCRIPT.reinforce(work, trained, dict(SCRIPT.RL_STAGE, **small))
     assert (out / "rl_log.jsonl").read_text().count("\n") == 1
-    assert Glm4vForConditionalGeneration.from_pretrained(out).config.text_config.vocab_size == 1040
-    # the --count tries' RL: prompts weighted towards count, on the training renderer's pictures
-    plain = dict(reinforce_script.COUNT_RL_PLAIN, pictures=2, max_steps=1, batch_size=2, group_size=2,
-                 max_new_tokens=8, save_every=0)
+    lines = (work / "rl-data" / "rl.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and Glm4vForConditionalGeneration.from_pretrained(out).config.text_config.vocab_size == 1040
+    averaged = SCRIPT.average(start, out, SCRIPT.AVERAGE, work / "final")
+    first, second, mixed = (dict(Glm4vForConditionalGeneration.from_pretrained(d).named_parameters())
+                            for d in (start, out, averaged))
+    assert not torch.equal(first["lm_head.weight"], second["lm_head.weight"])
+    for name, parameter in mixed.items():
+        assert torch.equal(parameter, (1 - SCRIPT.AVERAGE) * first[name] + SCRIPT.AVERAGE * second[name]), name
+    assert (averaged / "tokenizer.json").read_bytes() == (start / "tokenizer.json").read_bytes()
+    # reinforce_micro_model.py's try on the training renderer's pictures
+    plain = dict(load_script("reinforce_micro_model").COUNT_RL_PLAIN, **small)
     SCRIPT.reinforce(work, trained, plain, name="rl-count-plain")
     lines = (work / "rl-count-plain-data" / "rl.jsonl").read_text().splitlines()
     assert len(lines) == 4 and (work / "rl-count-plain" / "rl_log.jsonl").is_file()
