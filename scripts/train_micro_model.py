@@ -15,9 +15,9 @@ of the shapes world (minglm4v.study.shapes) in the Thinking format, trained exac
    anti-aliased edges) into WORK_DIR/stage5, then `python -m minglm4v rl` (GRPO, RL_STAGE) on prompts about
    other varied pictures into WORK_DIR/rl;
 4. the shipped model is the average of the two ends, (1 - AVERAGE) * stage 4 + AVERAGE * RL, parameter by
-   parameter (`average`, WORK_DIR/final): stage 4 alone answers a few questions of the training renderer's
-   pictures that the varied stage and RL lost, these answer the pictures of other renderers better, and the
-   average keeps both (README, micro-model section: how the weight was chosen);
+   parameter (`average`, WORK_DIR/final): stage 4 answers a count question of the training renderer's
+   pictures that the varied stage and RL lost, they answer the pictures of other renderers better, and the
+   average keeps both (README, "What RL did to the micro model": how the weight was chosen);
 5. the result is copied to data/micro-model, the demo picture to data/images/shapes.png, and
    `python -m minglm4v eval-shapes` scores it on 500 fresh pictures of each renderer.
 
@@ -218,12 +218,12 @@ def evaluate_both(model: Path, name: str | None = None, seed: int | None = None)
     eval-shapes' seed or `seed`), each table printed and kept beside the model as
     <name>.<renderer>[.seed<seed>].eval.txt (name: the model's folder name); a table already there is not
     measured again."""
+    suffix, seed_args = ("", []) if seed is None else (f".seed{seed}", ["--seed", str(seed)])
     for renderer in ("shapes", "other"):
-        path = model.parent / f"{name or model.name}.{renderer}{f'.seed{seed}' * (seed is not None)}.eval.txt"
+        path = model.parent / f"{name or model.name}.{renderer}{suffix}.eval.txt"
         if not path.is_file():
             result = subprocess.run([sys.executable, "-m", "minglm4v", "eval-shapes", str(model), "--renderer",
-                                     renderer] + ["--seed", str(seed)] * (seed is not None),
-                                    check=True, capture_output=True, text=True)
+                                     renderer, *seed_args], check=True, capture_output=True, text=True)
             path.write_text(result.stdout)
         print(path.read_text(), flush=True)
 
