@@ -236,6 +236,9 @@ def average(first: Path, second: Path, weight: float, out: Path) -> Path:
         return out
     model = Glm4vForConditionalGeneration.from_pretrained(first)
     other = dict(Glm4vForConditionalGeneration.from_pretrained(second).named_parameters())
+    if {name: p.shape for name, p in model.named_parameters()} != {name: p.shape for name, p in other.items()}:
+        raise ValueError(f"{first} and {second} have different parameters (names or shapes): only two models of one "
+                         f"architecture, e.g. a model and its fine-tuned descendant, can be averaged")
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             parameter.copy_((1 - weight) * parameter + weight * other[name])

@@ -3,8 +3,9 @@ minglm4v train` and `python -m minglm4v rl`) on pictures it never saw: what it g
 its measured accuracy; and the steps of that recipe, each run small."""
 
 import numpy as np
+import pytest
 import torch
-from helpers import REPO, load_script
+from helpers import REPO, TINY, load_script
 from PIL import Image
 
 from minglm4v import Glm4vForConditionalGeneration
@@ -85,6 +86,8 @@ def test_the_rl_steps_of_the_recipe_run(tmp_path):
     for name, parameter in mixed.items():
         assert torch.equal(parameter, (1 - SCRIPT.AVERAGE) * first[name] + SCRIPT.AVERAGE * second[name]), name
     assert (averaged / "tokenizer.json").read_bytes() == (start / "tokenizer.json").read_bytes()
+    with pytest.raises(ValueError, match="have different parameters .names or shapes.: only two models of one"):
+        SCRIPT.average(start, TINY, 0.5, work / "mixed")
     # reinforce_micro_model.py's try on the training renderer's pictures
     plain = dict(load_script("reinforce_micro_model").COUNT_RL_PLAIN, **small)
     SCRIPT.reinforce(work, trained, plain, name="rl-count-plain")
