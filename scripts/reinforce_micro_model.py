@@ -23,7 +23,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script
-from train_micro_model import RL_STAGE, VARIED_STAGE, average, evaluate_both, reinforce, train_stage  # noqa: E402
+from train_micro_model import (  # noqa: E402
+    RL_STAGE,
+    VARIED_STAGE,
+    average,
+    evaluate_both,
+    finished,
+    reinforce,
+    train_stage,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RL = dict(RL_STAGE, seed=20, kinds=None)  # the five kinds alike
@@ -33,7 +41,7 @@ VALIDATION_SEED = 2_000_003  # pictures no choice was made on
 
 
 def main(work: Path, sft: Path, count: bool) -> None:
-    if not (sft / "model.safetensors").is_file():
+    if not finished(sft):
         sys.exit(f"{sft}: no model there; run scripts/train_micro_model.py first (its WORK_DIR/stage4), or pass --sft")
     stage5 = train_stage(work, 5, VARIED_STAGE, start=sft)
     evaluate_both(stage5)

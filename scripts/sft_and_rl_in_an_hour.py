@@ -9,13 +9,22 @@ Everything goes to WORK_DIR (base, sft1, sft2, rl, rl-b, *.eval.txt, pass_at_8.j
 interrupted run goes on where it stopped (a finished part is kept). data/micro-model is not touched.
 """
 
+import argparse
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script
-from train_micro_model import STAGES, add_pair_tokens, evaluate_both, reinforce, save_base, train_stage  # noqa: E402
+from train_micro_model import (  # noqa: E402
+    STAGES,
+    add_pair_tokens,
+    evaluate_both,
+    finished,
+    reinforce,
+    save_base,
+    train_stage,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The README's 30-minute row: 4,000 steps at lr 2e-3, then 1,000 at 5e-4, every picture seen once, with
@@ -35,16 +44,12 @@ def timed(label: str, started: float, log: Path) -> None:
         out.write(f"{label}: {(time.time() - started) / 60:.1f} min\n")
 
 
-def trained(model: Path) -> bool:
-    return (model / "model.safetensors").is_file()
-
-
 def main(work: Path) -> None:
     log = work / "minutes.txt"
-    if not (work / "base-pairs" / "model.safetensors").is_file():
+    if not finished(work / "base-pairs"):
         save_base(work / "base")
         add_pair_tokens(work / "base", work / "base-pairs")
-    started, ran = time.time(), not trained(work / f"sft{len(SHORT_SFT)}")
+    started, ran = time.time(), not finished(work / f"sft{len(SHORT_SFT)}")
     start = work / "base-pairs"
     for number, recipe in enumerate(SHORT_SFT, 1):
         start = train_stage(work, number, recipe, start, name="sft")
@@ -56,7 +61,7 @@ def main(work: Path) -> None:
                         "--renderer", "shapes", "--pictures", "40", "--out", str(work / "pass_at_8.jsonl")],
                        check=True)
     for name, recipe in RL_RUNS.items():
-        started, ran = time.time(), not trained(work / name)
+        started, ran = time.time(), not finished(work / name)
         out = reinforce(work, start, recipe, name)
         if ran:
             timed(name, started, log)
@@ -65,4 +70,6 @@ def main(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "build" / "one-hour")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("work", nargs="?", type=Path, default=ROOT / "build" / "one-hour")
+    main(parser.parse_args().work)

@@ -24,6 +24,7 @@ of the shapes world (minglm4v.study.shapes) in the Thinking format, trained exac
 The recipe, and what it took: see STAGES and the README's micro-model section.
 """
 
+import argparse
 import os
 import random
 import shutil
@@ -169,6 +170,19 @@ def demo_scene() -> Scene:
     return Scene(SIDE, shapes)
 
 
+def finished(model: Path) -> bool:
+    """Whether a model's weights are already there (a part of a recipe that an earlier run finished)."""
+    return (model / "model.safetensors").is_file()
+
+
+def kept(out: Path) -> bool:
+    """finished(out), said on stdout: a recipe keeps its finished parts, so an interrupted run goes on where it
+    stopped."""
+    if finished(out):
+        print(f"{out} exists: kept", flush=True)
+    return finished(out)
+
+
 def train_stage(work: Path, number: int, recipe: dict | None = None, start: Path | None = None,
                 name: str = "stage") -> Path:
     """Stage `number` (1, 2, ...) of STAGES (or `recipe`): write its data, train from `start` (default: the
@@ -177,8 +191,7 @@ def train_stage(work: Path, number: int, recipe: dict | None = None, start: Path
     recipe = recipe or STAGES[number - 1]
     start = start or work / ("base" if number == 1 else f"{name}{number - 1}")
     out = work / f"{name}{number}"
-    if (out / "model.safetensors").is_file():
-        print(f"{out} exists: kept", flush=True)
+    if kept(out):
         return out
     if recipe.get("add_pair_tokens"):
         start = add_pair_tokens(start, work / f"{name}{number}-start")
@@ -199,8 +212,7 @@ def reinforce(work: Path, start: Path, recipe: dict, name: str = "rl") -> Path:
     (kept if there). Used by the RL scripts beside this one.
     One thread: on 2 shared cores, two threads made a GRPO step 25x slower (110-165 s against 4-6 s)."""
     out = work / name
-    if (out / "model.safetensors").is_file():
-        print(f"{out} exists: kept", flush=True)
+    if kept(out):
         return out
     data = write_rl_dataset(work / f"{name}-data", recipe["pictures"], recipe["seed"], recipe["per_picture"],
                             recipe.get("kinds"), recipe.get("varied", True))
@@ -231,8 +243,7 @@ def evaluate_both(model: Path, name: str | None = None, seed: int | None = None)
 def average(first: Path, second: Path, weight: float, out: Path) -> Path:
     """(1 - weight) * first + weight * second for every parameter of two models of one lineage (the same
     architecture and tokenizer), saved in `out` with first's tokenizer and processors; kept if there."""
-    if (out / "model.safetensors").is_file():
-        print(f"{out} exists: kept", flush=True)
+    if kept(out):
         return out
     model = Glm4vForConditionalGeneration.from_pretrained(first)
     other = dict(Glm4vForConditionalGeneration.from_pretrained(second).named_parameters())
@@ -264,4 +275,6 @@ def main(work: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "build" / "micro-model")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("work", nargs="?", type=Path, default=ROOT / "build" / "micro-model")
+    main(parser.parse_args().work)
